@@ -1,0 +1,44 @@
+"""Data layer: datalists, readers, slicing with geometry, intensity presets, labels, importers, writers, demo."""
+
+from __future__ import annotations
+
+from monai_siamese.data.datalist import DatalistError, load_datalist, select_entries, write_datalist
+from monai_siamese.data.demo import build_demo_data, demo_datalist, demo_dir, ensure_demo_data
+from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range, to_unit_range
+from monai_siamese.data.labels import LabelMapd, LabelValueError, map_label_values
+from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_slice_transform, pair_load_transform
+from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
+from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
+from monai_siamese.data.writer import SyntheticPairWriter, pair_name, save_nifti
+
+__all__ = [
+    "DatalistError",
+    "DataValidationError",
+    "IntensityPreset",
+    "LabelMapd",
+    "LabelValueError",
+    "OrientVolumed",
+    "Problem",
+    "ScaleIntensityPresetd",
+    "SliceDataset",
+    "SyntheticPairWriter",
+    "build_demo_data",
+    "build_slice_dataset",
+    "demo_datalist",
+    "demo_dir",
+    "ensure_demo_data",
+    "fit_slice_transform",
+    "from_unit_range",
+    "iter_slices",
+    "load_datalist",
+    "map_label_values",
+    "pair_load_transform",
+    "pair_name",
+    "save_nifti",
+    "select_entries",
+    "slice_affine",
+    "to_unit_range",
+    "validate_datalist",
+    "validate_or_raise",
+    "write_datalist",
+]

@@ -1,0 +1,1 @@
+"""Downstream evaluation: segmentation trained on real vs real + synthetic data (see issue 4)."""

@@ -1,0 +1,8 @@
+"""Samplers (mask-only sampling, guidance, latent interpolation, blending hooks) and the pair generator."""
+
+from __future__ import annotations
+
+from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
+from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
+
+__all__ = ["ConditionalSampler", "Job", "LatentInterpolation", "PairGenerator", "sample_seed", "seeded_noise"]

@@ -1,0 +1,65 @@
+"""Test helpers: writing small NIfTI / PNG / DICOM files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+
+def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray | None = None) -> str:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return str(path)
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> str:
+    """Write ``array`` given as MONAI sees it, ``(x, y)`` or ``(x, y, 3)``, as a PNG (rows = y)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(np.swapaxes(array, 0, 1))).save(str(path))
+    return str(path)
+
+
+def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, affine: np.ndarray, modality: str = "MR") -> str:
+    """Write an int16 ``(x, y, z)`` volume with a RAS ``affine`` as a DICOM series (one file per z slice, LPS
+    patient coordinates), as a scanner would."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = np.asarray(volume)
+    if vol.dtype != np.int16:
+        raise ValueError("volume must be int16")
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    col_dir = ras_to_lps @ (affine[:3, 0] / np.linalg.norm(affine[:3, 0]))  # direction of increasing x index
+    row_dir = ras_to_lps @ (affine[:3, 1] / np.linalg.norm(affine[:3, 1]))  # direction of increasing y index
+    sx, sy, sz = (float(np.linalg.norm(affine[:3, i])) for i in range(3))
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for k in range(vol.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientID, ds.PatientName = modality, "MNI152", "MNI152^Template"
+        ds.InstanceNumber = k + 1
+        pos = ras_to_lps @ (affine @ np.array([0.0, 0.0, k, 1.0]))[:3]
+        ds.ImagePositionPatient = [float(v) for v in pos]
+        ds.ImageOrientationPatient = [float(v) for v in (*col_dir, *row_dir)]
+        ds.PixelSpacing = [sy, sx]  # row spacing (between rows = y), column spacing (x)
+        ds.SliceThickness = sz
+        ds.Rows, ds.Columns = vol.shape[1], vol.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.PixelData = np.ascontiguousarray(vol[:, :, k].T).tobytes()
+        ds.save_as(str(folder / f"slice_{k:04d}.dcm"), enforce_file_format=True)
+    return str(folder)

@@ -3,6 +3,45 @@
 from __future__ import annotations
 
 from monai_siamese.networks.conditioning import ConcatConditionedUNet
+from monai_siamese.networks.controlnet import (
+    ControlNetConditionedUNet,
+    UNetFeatures,
+    controlnet_residuals,
+    hint_channels,
+    hint_downsample_factor,
+    init_controlnet_from_unet,
+    load_pretrained_unet,
+    unet_decode,
+    unet_encode,
+)
+from monai_siamese.networks.siamese import (
+    PredictionType,
+    SiameseDiffusionNetwork,
+    UNetMode,
+    diffusion_target,
+    predict_x0,
+    set_unet_mode,
+)
 from monai_siamese.networks.weights import load_state_dict_file, load_weights, save_weights
 
-__all__ = ["ConcatConditionedUNet", "load_state_dict_file", "load_weights", "save_weights"]
+__all__ = [
+    "ConcatConditionedUNet",
+    "ControlNetConditionedUNet",
+    "PredictionType",
+    "SiameseDiffusionNetwork",
+    "UNetFeatures",
+    "UNetMode",
+    "controlnet_residuals",
+    "diffusion_target",
+    "hint_channels",
+    "hint_downsample_factor",
+    "init_controlnet_from_unet",
+    "load_pretrained_unet",
+    "load_state_dict_file",
+    "load_weights",
+    "predict_x0",
+    "save_weights",
+    "set_unet_mode",
+    "unet_decode",
+    "unet_encode",
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["main", "bundles_dir", "run_bundle", "run_demo"]
 
-METHODS = ("seg_guided_diffusion",)
+METHODS = ("seg_guided_diffusion", "siamese_diffusion")
 
 
 def bundles_dir() -> Path:

@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oa_start", type=float, default=1 / 3)
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant and phase")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=1, help="processes per variant and phase, run interleaved")
     p.add_argument("--phases", nargs="+", default=["early", "late"], choices=list(PHASES))
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--worker", default=None, choices=["ours", "reference"], help=argparse.SUPPRESS)
@@ -240,15 +241,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"Siamese-Diffusion step, device {args.device}, {args.size}x{args.size}, batch {args.batch}, channels "
-        f"{tuple(args.channels)}, {args.num_res_blocks} res block(s), UNet mode {args.unet_mode}, torch "
-        f"{torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; median of {args.steps} "
-        f"steps after {args.warmup} warm-up steps, each variant in its own process",
+        f"{tuple(args.channels)}, {args.num_res_blocks} res block(s), UNet mode {args.unet_mode}, "
+        f"{args.prediction_type}, torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')};"
+        f" median of {args.steps} x {args.repeats} steps after {args.warmup} warm-up steps per process, each variant "
+        "in its own processes",
         flush=True,
     )
     results = {}
     for phase in args.phases:
+        for rep in range(args.repeats):  # interleaved, so a change of machine load hits both variants
+            for variant in ("ours", "reference"):
+                r = _run_worker(args, variant, phase)
+                if rep == 0:
+                    results[(phase, variant)] = r
+                else:
+                    prev = results[(phase, variant)]
+                    prev["times_s"] += r["times_s"]
+                    prev["peak_mib"], prev["base_mib"] = max(prev["peak_mib"], r["peak_mib"]), r["base_mib"]
         for variant in ("ours", "reference"):
-            results[(phase, variant)] = r = _run_worker(args, variant, phase)
+            r = results[(phase, variant)]
+            r["median_s"] = statistics.median(r["times_s"])
             print(
                 f"  {phase:5s} {variant:9s} {r['median_s'] * 1000:8.1f} ms/step  peak {r['peak_mib']:8.1f} MiB "
                 f"(before first step {r['base_mib']:.1f} MiB; {r['memory']})"

@@ -13,15 +13,25 @@ from monai_siamese.engines.handlers import (
     is_main_process,
 )
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
+from monai_siamese.engines.siamese import (
+    ImageHint,
+    SiameseDiffusionLoss,
+    SiameseDiffusionTrainer,
+    make_image_hint,
+)
 
 __all__ = [
     "ConditionalDiffusionPrepareBatch",
     "ExportWeightsHandler",
     "GradientClipHandler",
+    "ImageHint",
     "ProgressBarHandler",
     "ResumeHandler",
     "SampleGridHandler",
+    "SiameseDiffusionLoss",
+    "SiameseDiffusionTrainer",
     "TerminateOnNanHandler",
     "find_latest_checkpoint",
     "is_main_process",
+    "make_image_hint",
 ]

@@ -12,6 +12,7 @@ from monai_siamese.quality.fidelity import (
     kernel_inception_distance,
     mean_pairwise_ms_ssim,
     ms_ssim_kernel_size,
+    ms_ssim_settings,
 )
 from monai_siamese.quality.segmenter import (
     SPEC_FILE,
@@ -40,6 +41,7 @@ __all__ = [
     "load_segmenter",
     "mean_pairwise_ms_ssim",
     "ms_ssim_kernel_size",
+    "ms_ssim_settings",
     "nanmean_per_class",
     "per_class_scores",
     "save_segmenter_spec",

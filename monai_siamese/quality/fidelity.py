@@ -21,6 +21,7 @@ __all__ = [
     "frechet_distance",
     "kernel_inception_distance",
     "ms_ssim_kernel_size",
+    "ms_ssim_settings",
     "mean_pairwise_ms_ssim",
     "InceptionFeatures",
 ]
@@ -89,7 +90,7 @@ def ms_ssim_kernel_size(spatial_size: Sequence[int], num_scales: int = len(MS_SS
     ``min(H, W) // 16``: 11 from 176 px up, 7 at 128 px, 3 at 64 px.
 
     Raises:
-        ValueError: when even a 3-pixel window does not fit (images smaller than 48 px for 5 scales).
+        ValueError: when even a 3-pixel window does not fit.
     """
     limit = min(int(s) for s in spatial_size) // max(1, (num_scales - 1)) ** 2
     k = min(max_size, limit)
@@ -98,6 +99,27 @@ def ms_ssim_kernel_size(spatial_size: Sequence[int], num_scales: int = len(MS_SS
     if k < 3:
         raise ValueError(f"images of {tuple(spatial_size)} are too small for {num_scales}-scale MS-SSIM")
     return k
+
+
+def ms_ssim_settings(
+    spatial_size: Sequence[int], weights: Sequence[float] = MS_SSIM_WEIGHTS
+) -> tuple[int, tuple[float, ...]]:
+    """Window size and scale weights for MS-SSIM at this image size: all scales of ``weights`` with the largest
+    window that fits (:func:`ms_ssim_kernel_size`); below 48 px, fewer scales (the first ones, weights
+    renormalised to their original sum) with a 3-pixel window.
+
+    Raises:
+        ValueError: images too small even for 2 scales.
+    """
+    total = sum(weights)
+    for n in range(len(weights), 1, -1):
+        try:
+            k = ms_ssim_kernel_size(spatial_size, n)
+        except ValueError:
+            continue
+        w = tuple(weights[:n])
+        return k, tuple(v * total / sum(w) for v in w) if n < len(weights) else w
+    raise ValueError(f"images of {tuple(spatial_size)} are too small for MS-SSIM")
 
 
 def mean_pairwise_ms_ssim(
@@ -109,8 +131,8 @@ def mean_pairwise_ms_ssim(
     """Diversity: mean MS-SSIM over all pairs of samples within each group (samples of one mask), averaged over
     pairs of all groups. 1 = identical samples; lower = more diverse.
 
-    The Gaussian window is :func:`ms_ssim_kernel_size` of the image size (sigma scaled as ``1.5 * k / 11``), with
-    the five standard scale weights.
+    Window and scales follow :func:`ms_ssim_settings` of the image size (sigma scaled as ``1.5 * k / 11``): the five
+    standard scales with an 11 / 7 / 3 pixel window at >= 176 / 128 / 64 pixels, fewer scales below 48 pixels.
 
     Args:
         groups: tensors ``(K, C, H, W)``, the ``K >= 2`` samples of one mask each (groups with fewer are skipped).
@@ -127,13 +149,14 @@ def mean_pairwise_ms_ssim(
         if g.shape[0] < 2:
             continue
         g = ((g.float() - lo) / (hi - lo)).clamp(0, 1)
-        k = kernel_size or ms_ssim_kernel_size(g.shape[2:], len(weights))
+        k, w = ms_ssim_settings(g.shape[2:], weights)
+        k = kernel_size or k
         pairs = list(itertools.combinations(range(g.shape[0]), 2))
         i = torch.tensor([p[0] for p in pairs])
         j = torch.tensor([p[1] for p in pairs])
         # the function behind MONAI's MultiScaleSSIMMetric, called directly: one value per pair, no buffers
         ms = compute_ms_ssim(
-            g[i], g[j], spatial_dims=2, data_range=1.0, kernel_size=k, kernel_sigma=1.5 * k / 11, weights=weights
+            g[i], g[j], spatial_dims=2, data_range=1.0, kernel_size=k, kernel_sigma=1.5 * k / 11, weights=w
         )
         scores.append(ms.flatten())
     if not scores:

@@ -138,8 +138,10 @@ class EvaluationConfig:
         val_split: validation split of the judge segmenter.
         test_split: held-out real split that no generator sees.
         regimes: numbers of real training slices N.
-        seeds: seeds; seed s fixes the slice draw, the generator, the sampling and the segmentation training
-            of every arm (so arms differ only by the synthetic data).
+        seeds: seeds of the segmentation runs (weights, augmentation, batch draws), shared by every arm.
+        draws: seeds of the slice draws. None: one draw per seed (draw seed = training seed), each with its own
+            generator. A list: every training seed runs on every draw; a generator is trained once per regime and
+            draw (cheaper: the demo preset uses one draw and three training seeds).
         methods: generator bundle names (None: every generator bundle under ``bundles_dir``).
         bundles_dir: folder of the bundles (None: the repository's ``bundles/``).
         segmentation_bundle: name of the segmentation bundle.
@@ -175,6 +177,7 @@ class EvaluationConfig:
     test_split: str = "test"
     regimes: list[int] = field(default_factory=lambda: [4, 8])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    draws: list[int] | None = None
     methods: list[str] | None = None
     bundles_dir: str | None = None
     segmentation_bundle: str = "segmentation"
@@ -211,20 +214,46 @@ class EvaluationConfig:
         return dataclasses.replace(self, **dict(values))
 
 
+def draw_seeds(cfg: EvaluationConfig) -> list[int]:
+    """Seeds of the slice draws (one generator per regime and draw)."""
+    return list(cfg.draws) if cfg.draws is not None else list(cfg.seeds)
+
+
+def training_seeds(cfg: EvaluationConfig, draw: int) -> list[int]:
+    """Segmentation seeds run on ``draw``: all seeds, or only the draw's own seed when draws follow the seeds."""
+    return list(cfg.seeds) if cfg.draws is not None else [draw]
+
+
+def draw_tag(num_real: int, draw: int) -> str:
+    """Folder name of a regime and draw."""
+    return f"N{num_real:03d}_d{draw}"
+
+
+def run_tag(num_real: int, draw: int, seed: int) -> str:
+    """Folder name of a segmentation run."""
+    return f"N{num_real:03d}_d{draw}_s{seed}"
+
+
 def preset_config(preset: Preset | str) -> EvaluationConfig:
     """The settings of a preset.
 
-    - ``demo``: regimes N = 4 and 8, 3 seeds; generator 64 x 64 for 300 iterations per regime and seed (its
-      ``demo.json``, 25 DDIM steps), 4 samples per mask; segmentation 64 x 64 UNet (16, 32, 64, 128) for 600
-      iterations at batch 8, a quarter of every batch synthetic in the mixed arms. About 30 minutes on 2 CPU cores.
-    - ``full``: 5 seeds, the generators' full ``train.json`` (their default iterations), 50 DDIM steps,
-      segmentation at 128 x 128 for 1800 iterations at batch 8 (the calibration's setting). GPU.
+    - ``demo``: regimes N = 4 and 8, one slice draw per regime, 3 segmentation seeds; one generator per regime
+      (its ``demo.json``: 64 x 64, 1000 iterations on the draw's N pairs), 8 samples per mask with 25 DDIM steps;
+      segmentation 64 x 64 (not the calibration's 128: time), UNet (16, 32, 64, 128) without residual units,
+      600 iterations at batch 8, a quarter of every batch synthetic in the mixed arms. About 30 minutes on 2 CPU
+      cores.
+    - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
+      iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
+      (the calibration's setting, residual units). GPU.
     - ``micro``: N = 4, one seed, a few iterations at 32 x 32: checks the plumbing in well under a minute.
     """
     preset = Preset(preset)
     if preset == Preset.DEMO:
         return EvaluationConfig(
             preset=preset.value,
+            draws=[0],
+            gen_iterations=1000,
+            samples_per_mask=8,
             seg_overrides={"network_def#num_res_units": 0},
             gen_infer_overrides={"num_inference_steps": 25},
         )

@@ -35,7 +35,11 @@ from monai_siamese.evaluation.config import (
     MaskContext,
     check_generator_bundle,
     discover_methods,
+    draw_seeds,
+    draw_tag,
     mask_source,
+    run_tag,
+    training_seeds,
 )
 from monai_siamese.evaluation.steps import (
     cached_step,
@@ -168,16 +172,16 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     )
 
     for n in cfg.regimes:
-        for seed in cfg.seeds:
-            tag = f"N{n:03d}_s{seed}"
-            _log(f"regime N={n}, seed {seed}")
+        for draw_seed in draw_seeds(cfg):
+            dtag = draw_tag(n, draw_seed)
+            _log(f"regime N={n}, slice draw {draw_seed}")
             draw = cached_step(
-                out / "draws" / tag,
+                out / "draws" / dtag,
                 lambda: draw_regime(
                     pool,
                     n,
-                    seed,
-                    out / "draws" / tag,
+                    draw_seed,
+                    out / "draws" / dtag,
                     cfg.num_classes,
                     slice_axis=int(seg_over.get("slice_axis", 2)),
                     label_mapping=seg_over.get("label_mapping"),
@@ -186,37 +190,25 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 _log,
             )
             regime_datalist = draw["datalist"]
-            cached_step(
-                out / "runs" / REAL_ARM / tag / "train",
-                lambda: train_segmentation(
-                    seg_bundle, cfg.seg_configs, regime_datalist, out / "runs" / REAL_ARM / tag, seed, **seg_common
-                ),
-                _log,
-            )
-            cached_step(
-                out / "runs" / REAL_ARM / tag / "test",
-                lambda: score_segmentation(
-                    out / "runs" / REAL_ARM / tag / "models" / "model_final.pt", test, cfg.class_names, cfg.device
-                ),
-                _log,
-            )
-            for method in cfg.methods:
-                gen_dir = out / "generators" / method / tag
-                _log(f"generator {method}, N={n}, seed {seed}")
+            generator_datalist = draw.get("generator_datalist", regime_datalist)
+            synthetic: dict[str, str] = {}
+            for method in cfg.methods:  # one generator per regime and draw, trained on the draw's N pairs only
+                gen_dir = out / "generators" / method / dtag
+                _log(f"generator {method}, N={n}, draw {draw_seed}")
                 cached_step(
                     gen_dir / "train",
                     lambda: train_generator(
                         bundles / method,
                         cfg.gen_train_configs,
-                        regime_datalist,
+                        generator_datalist,
                         gen_dir,
-                        seed,
+                        draw_seed,
                         cfg.gen_iterations,
                         {**cfg.gen_overrides, **data_over},
                     ),
                     _log,
                 )
-                ctx = MaskContext(regime_datalist, n, seed, str(gen_dir / "masks"), cfg.num_classes, cfg)
+                ctx = MaskContext(regime_datalist, n, draw_seed, str(gen_dir / "masks"), cfg.num_classes, cfg)
                 masks, split = mask_source(cfg.mask_source)(ctx)
                 synth = cached_step(
                     gen_dir / "sample",
@@ -227,41 +219,46 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                         masks,
                         split,
                         gen_dir,
-                        seed,
+                        draw_seed,
                         cfg.samples_per_mask,
                         {**cfg.gen_infer_overrides, **data_over},
                     ),
                     _log,
                 )
+                synthetic[method] = synth["datalist"]
                 cached_step(
                     gen_dir / "quality",
                     lambda: synthetic_quality(
-                        get_judge(), synth["datalist"], pool, cfg.class_names, cfg.kid_subsets, inception, seed
+                        get_judge(), synth["datalist"], pool, cfg.class_names, cfg.kid_subsets, inception, draw_seed
                     ),
                     _log,
                 )
-                arm_dir = out / "runs" / method / tag
-                cached_step(
-                    arm_dir / "train",
-                    lambda: train_segmentation(
-                        seg_bundle,
-                        cfg.seg_configs,
-                        regime_datalist,
-                        arm_dir,
-                        seed,
-                        synthetic_datalist=synth["datalist"],
-                        synthetic_ratio=cfg.synthetic_ratio,
-                        **seg_common,
-                    ),
-                    _log,
-                )
-                cached_step(
-                    arm_dir / "test",
-                    lambda: score_segmentation(
-                        arm_dir / "models" / "model_final.pt", test, cfg.class_names, cfg.device
-                    ),
-                    _log,
-                )
+            for seed in training_seeds(cfg, draw_seed):  # every arm: same slices, same seed, same budget
+                tag = run_tag(n, draw_seed, seed)
+                for arm in [REAL_ARM, *cfg.methods]:
+                    arm_dir = out / "runs" / arm / tag
+                    _log(f"segmentation {arm}, N={n}, draw {draw_seed}, seed {seed}")
+                    cached_step(
+                        arm_dir / "train",
+                        lambda: train_segmentation(
+                            seg_bundle,
+                            cfg.seg_configs,
+                            regime_datalist,
+                            arm_dir,
+                            seed,
+                            synthetic_datalist=synthetic.get(arm),
+                            synthetic_ratio=cfg.synthetic_ratio if arm != REAL_ARM else 0.0,
+                            **seg_common,
+                        ),
+                        _log,
+                    )
+                    cached_step(
+                        arm_dir / "test",
+                        lambda: score_segmentation(
+                            arm_dir / "models" / "model_final.pt", test, cfg.class_names, cfg.device
+                        ),
+                        _log,
+                    )
     results = collect_results(out, cfg)
     report = write_report(out, cfg, results, command, wall_seconds=time.time() - t_start)
     _log(f"report: {report}")

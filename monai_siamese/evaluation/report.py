@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_siamese.evaluation.config import EvaluationConfig
+from monai_siamese.evaluation.config import EvaluationConfig, draw_seeds, draw_tag, run_tag, training_seeds
 from monai_siamese.evaluation.steps import RESULT_FILE
 from monai_siamese.utils import atomic_path, atomic_write_json, atomic_write_text
 
@@ -32,17 +32,13 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _tag(n: int, seed: int) -> str:
-    return f"N{n:03d}_s{seed}"
-
-
 def collect_results(out: str | os.PathLike, cfg: EvaluationConfig) -> dict[str, Any]:
     """Gather every finished run of ``out`` (missing runs are simply absent) into one JSON-able dict.
 
     Returns:
         ``{"judge": ..., "runs": [...], "quality": [...], "summary": {...}, "timing": {...}}`` where ``summary``
-        holds, per regime and arm, mean/std over seeds of Dice and IoU per class and, for the synthetic arms, the
-        paired difference to the real arm of the same seed.
+        holds, per regime and arm, mean/std over runs (draws x seeds) of Dice and IoU per class and, for the
+        synthetic arms, the paired difference to the real arm of the same draw and seed.
     """
     out = Path(out)
     arms = [REAL_ARM, *cfg.methods]
@@ -59,39 +55,42 @@ def collect_results(out: str | os.PathLike, cfg: EvaluationConfig) -> dict[str, 
     }
     add_time("judge segmenter training", _read(out / "judge" / "train" / RESULT_FILE))
     for n in cfg.regimes:
-        for seed in cfg.seeds:
-            tag = _tag(n, seed)
-            add_time("slice draws", _read(out / "draws" / tag / RESULT_FILE))
-            for arm in arms:
-                add_time("segmentation training", _read(out / "runs" / arm / tag / "train" / RESULT_FILE))
-                res = _read(out / "runs" / arm / tag / "test" / RESULT_FILE)
-                add_time("testing", res)
-                if res:
-                    runs.append({"regime": n, "seed": seed, "arm": arm, "dice": res["dice"], "iou": res["iou"]})
+        for d in draw_seeds(cfg):
+            add_time("slice draws", _read(out / "draws" / draw_tag(n, d) / RESULT_FILE))
             for m in cfg.methods:
-                g = out / "generators" / m / tag
+                g = out / "generators" / m / draw_tag(n, d)
                 add_time("generator training", _read(g / "train" / RESULT_FILE))
                 add_time("sampling", _read(g / "sample" / RESULT_FILE))
                 q = _read(g / "quality" / RESULT_FILE)
                 add_time("quality metrics", q)
                 if q:
-                    quality.append({"method": m, "regime": n, "seed": seed, **q})
+                    quality.append({"method": m, "regime": n, "draw": d, **q})
+            for seed in training_seeds(cfg, d):
+                tag = run_tag(n, d, seed)
+                for arm in arms:
+                    add_time("segmentation training", _read(out / "runs" / arm / tag / "train" / RESULT_FILE))
+                    res = _read(out / "runs" / arm / tag / "test" / RESULT_FILE)
+                    add_time("testing", res)
+                    if res:
+                        runs.append(
+                            {"regime": n, "draw": d, "seed": seed, "arm": arm, "dice": res["dice"], "iou": res["iou"]}
+                        )
     keys = [*cfg.class_names, "mean"]
     summary: dict[str, Any] = {}
     for n in cfg.regimes:
         summary[str(n)] = {}
-        base = {r["seed"]: r for r in runs if r["regime"] == n and r["arm"] == REAL_ARM}
+        base = {(r["draw"], r["seed"]): r for r in runs if r["regime"] == n and r["arm"] == REAL_ARM}
         for arm in arms:
             rs = [r for r in runs if r["regime"] == n and r["arm"] == arm]
             if not rs:
                 continue
-            entry: dict[str, Any] = {"seeds": sorted(r["seed"] for r in rs)}
+            entry: dict[str, Any] = {"runs": sorted([r["draw"], r["seed"]] for r in rs)}
             for metric in ("dice", "iou"):
                 entry[metric] = {k: mean_std([r[metric][k] for r in rs]) for k in keys}
             if arm != REAL_ARM:
-                paired = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+                paired = [(r, base[(r["draw"], r["seed"])]) for r in rs if (r["draw"], r["seed"]) in base]
                 entry["delta_dice"] = {k: mean_std([a["dice"][k] - b["dice"][k] for a, b in paired]) for k in keys}
-                entry["seeds_better"] = [sum(a["dice"]["mean"] > b["dice"]["mean"] for a, b in paired), len(paired)]
+                entry["runs_better"] = [sum(a["dice"]["mean"] > b["dice"]["mean"] for a, b in paired), len(paired)]
             summary[str(n)][arm] = entry
     quality_summary: dict[str, Any] = {}
     for m in cfg.methods:
@@ -119,18 +118,18 @@ def _fmt(ms: Sequence[float] | None, digits: int = 3, sign: bool = False) -> str
     if not ms or ms[2] == 0 or not math.isfinite(ms[0]):
         return "n/a"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
-    if ms[2] == 1:  # one seed: no spread to show
+    if ms[2] == 1:  # one run: no spread to show
         return f.format(ms[0])
     return f"{f.format(ms[0])} ± {ms[1]:.{digits}f}"
 
 
 def usefulness_table(results: Mapping[str, Any], cfg: EvaluationConfig, metric: str = "dice") -> str:
-    """Markdown table: one row per regime and arm, mean ± std over seeds of ``metric`` per class and their mean,
+    """Markdown table: one row per regime and arm, mean ± std over runs of ``metric`` per class and their mean,
     and, for Dice, the paired difference to the real-only arm."""
     cols = [*cfg.class_names, "mean"]
     head = ["N real", "arm", *[f"{c} {'IoU' if metric == 'iou' else 'Dice'}" for c in cols]]
     if metric == "dice":
-        head += ["Δ mean Dice vs real (paired)", "seeds better"]
+        head += ["Δ mean Dice vs real (paired)", "runs better"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for n, arms in results["summary"].items():
         for arm, e in arms.items():
@@ -140,14 +139,14 @@ def usefulness_table(results: Mapping[str, Any], cfg: EvaluationConfig, metric: 
                 if arm == REAL_ARM:
                     row += ["", ""]
                 else:
-                    better, total = e["seeds_better"]
+                    better, total = e["runs_better"]
                     row += [_fmt(e["delta_dice"]["mean"], sign=True), f"{better}/{total}"]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def quality_table(results: Mapping[str, Any], cfg: EvaluationConfig) -> str:
-    """Markdown table of faithfulness, FID/KID and MS-SSIM per method and regime (mean ± std over seeds), with the
+    """Markdown table of faithfulness, FID/KID and MS-SSIM per method and regime (mean ± std over draws), with the
     real reference rows."""
     cols = [*cfg.class_names, "mean"]
     inception = any("fid_inception" in q for m in results["quality_summary"].values() for q in m.values())
@@ -175,7 +174,7 @@ def quality_table(results: Mapping[str, Any], cfg: EvaluationConfig) -> str:
 
 
 def plot_dice_bars(results: Mapping[str, Any], cfg: EvaluationConfig, path: str | os.PathLike) -> str | None:
-    """Bar chart of test Dice per regime (groups) and arm (bars), mean ± std over seeds with the seeds as dots;
+    """Bar chart of test Dice per regime (groups) and arm (bars), mean ± std over runs with the runs as dots;
     one panel for the mean over classes and one per class. Written atomically as PNG."""
     import matplotlib
 
@@ -211,7 +210,7 @@ def plot_dice_bars(results: Mapping[str, Any], cfg: EvaluationConfig, path: str 
         ax.set_title(f"{panel} Dice" if panel != "mean" else "mean Dice (foreground classes)")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test Dice (mean ± std over seeds)")
+    axes[0][0].set_ylabel("test Dice (mean ± std over runs)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Segmentation on held-out real test slices: real only vs real + synthetic", fontsize=10)
     fig.tight_layout()
@@ -262,6 +261,12 @@ def sample_grid(
     return save_png(grid(tiles), path)
 
 
+def _draw_text(cfg: EvaluationConfig) -> str:
+    if cfg.draws is None:
+        return f"one draw per seed, seeds {cfg.seeds}, each draw with its own generators"
+    return f"draws {cfg.draws}, each trained with segmentation seeds {cfg.seeds}; one generator per regime and draw"
+
+
 def _timing_table(results: Mapping[str, Any], wall_seconds: float | None) -> str:
     lines = ["| stage | seconds |", "| --- | --- |"]
     for k, v in results["timing"].items():
@@ -280,14 +285,14 @@ def _verdict(results: Mapping[str, Any], cfg: EvaluationConfig) -> str:
             if arm == REAL_ARM:
                 continue
             d, s, k = e["delta_dice"]["mean"]
-            better, total = e["seeds_better"]
+            better, total = e["runs_better"]
             first = cfg.class_names[0]
             dc = e["delta_dice"][first]
             clear = abs(d) > s and total >= 2
             out.append(
                 f"- N = {n}, real + {arm}: mean Dice {d:+.3f} ± {s:.3f} against real only (better in {better}/{total} "
-                f"paired seeds; {first} {dc[0]:+.3f} ± {dc[1]:.3f})"
-                + ("" if clear else " — within the seed-to-seed spread, not a measured effect")
+                f"paired runs; {first} {dc[0]:+.3f} ± {dc[1]:.3f})"
+                + ("" if clear else " — within the run-to-run spread, not a measured effect")
                 + "."
             )
     return "\n".join(out)
@@ -313,12 +318,13 @@ def write_report(
 
         judge = load_segmenter(judge_model, device=cfg.device)
         for m in cfg.methods:
-            n, seed = min(cfg.regimes), cfg.seeds[0]
-            dl = out / "generators" / m / _tag(n, seed) / "synthetic" / "datalist.json"
-            if dl.is_file():
-                p = sample_grid(dl, judge, figs / f"samples_{m}_N{n}_s{seed}.png", cfg.grid_masks, 4)
-                if p:
-                    grids.append((m, n, seed, Path(p).name))
+            for n in cfg.regimes:
+                d = draw_seeds(cfg)[0]
+                dl = out / "generators" / m / draw_tag(n, d) / "synthetic" / "datalist.json"
+                if dl.is_file():
+                    p = sample_grid(dl, judge, figs / f"samples_{m}_{draw_tag(n, d)}.png", cfg.grid_masks, 4)
+                    if p:
+                        grids.append((m, n, d, Path(p).name))
     demo = cfg.preset == "demo" or "mni152" in str(cfg.datalist).lower()
     config_json = json.dumps(cfg.to_dict(), indent=2)
     md = [
@@ -335,13 +341,15 @@ def write_report(
         "",
         f"```bash\n{command}\n```",
         "",
-        f"Regimes N = {', '.join(map(str, cfg.regimes))} real training slices; seeds {cfg.seeds} (seed s fixes the "
-        f"slice draw, the generator, the sampling and the segmentation run of every arm); segmentation "
-        f"{cfg.seg_iterations} iterations at batch {cfg.seg_batch_size}, {cfg.seg_spatial_size} x "
-        f"{cfg.seg_spatial_size}, in every arm; synthetic arms: {cfg.synthetic_ratio:.0%} of every batch synthetic "
-        f"(replacing real slots), {cfg.samples_per_mask} samples per mask (mask source: `{cfg.mask_source}`), "
-        f"generators trained only on the regime's N pairs ({cfg.gen_iterations or 'config default'} iterations). "
-        f"Test: the `{cfg.test_split}` split, which no generator saw. Mean Dice = mean over the foreground classes.",
+        f"Regimes N = {', '.join(map(str, cfg.regimes))} real training slices, drawn once per regime and draw seed "
+        f"({_draw_text(cfg)}); every arm of a draw uses the same slices, the same seeds and the same budget: "
+        f"segmentation {cfg.seg_iterations} iterations at batch {cfg.seg_batch_size}, {cfg.seg_spatial_size} x "
+        f"{cfg.seg_spatial_size}; in the synthetic arms {cfg.synthetic_ratio:.0%} of every batch is synthetic "
+        f"(replacing real slots, not adding steps). Generators are trained only on their draw's N pairs "
+        f"({cfg.gen_iterations or 'config default'} iterations) and sample {cfg.samples_per_mask} images per mask "
+        f"(mask source: `{cfg.mask_source}`). Test: the `{cfg.test_split}` split, which no generator saw. "
+        "Mean Dice = mean over the foreground classes; ± = standard deviation over runs; Δ = paired difference "
+        "to the real-only run of the same draw and seed.",
         "",
         "## Usefulness: Dice on the held-out real test split",
         "",
@@ -368,9 +376,9 @@ def write_report(
         quality_table(results, cfg),
         "",
     ]
-    for m, n, seed, name in grids:
+    for m, n, d, name in grids:
         md += [
-            f"Samples of `{m}` (N = {n}, seed {seed}); each row: real slice with its mask | generated samples | "
+            f"Samples of `{m}` (N = {n}, draw {d}); each row: real slice with its mask | generated samples | "
             f"judge's segmentation of the first sample:",
             "",
             f"![samples {m}](figures/{name})",
@@ -385,7 +393,7 @@ def write_report(
         "",
         f"```json\n{config_json}\n```",
         "",
-        "Per-run results: `runs/<arm>/N<N>_s<seed>/test/result.json`, `generators/<method>/N<N>_s<seed>/`; all "
+        "Per-run results: `runs/<arm>/N<N>_d<draw>_s<seed>/test/result.json`, `generators/<method>/N<N>_d<draw>/`; all "
         "numbers above: `results.json`.",
         "",
     ]

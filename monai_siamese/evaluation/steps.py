@@ -30,6 +30,7 @@ __all__ = [
     "synthetic_quality",
     "divisor_at_most",
     "image_shape",
+    "trained_iterations",
 ]
 
 RESULT_FILE = "result.json"
@@ -81,6 +82,7 @@ def draw_regime(
     foreground_classes: Sequence[int] | None = None,
     label_mapping: Mapping[int, int] | None = None,
     label_threshold: float | None = None,
+    min_generator_entries: int = 64,
 ) -> dict:
     """Draw ``num`` real training slices from ``pool`` with ``seed`` and write the regime's datalist.
 
@@ -88,7 +90,9 @@ def draw_regime(
     uses the same slices. 2D entries are used as they are; a slice of a 3D volume is written as a 2D NIfTI
     (source intensities, the slice's geometry) so that generators and segmentation read the same files. The
     regime datalist holds the N pairs as ``training`` and as ``validation`` (monitoring only): nothing outside
-    the N pairs is seen by the regime's generator or segmentation runs.
+    the N pairs is seen by the regime's generator or segmentation runs. ``generator_datalist.json`` lists the
+    same N pairs repeated to at least ``min_generator_entries`` entries, for generator bundles that drop
+    incomplete batches (N = 4 with a batch of 8 would otherwise give no batch at all).
 
     Note that an ``mr`` preset scales a written slice by its own percentiles rather than its volume's.
 
@@ -103,9 +107,10 @@ def draw_regime(
         foreground_classes: classes counted as foreground.
         label_mapping: label remap.
         label_threshold: binarisation threshold.
+        min_generator_entries: length of the repeated training list of ``generator_datalist.json``.
 
     Returns:
-        ``{"datalist": path, "entries": [...], "num_real": N}``.
+        ``{"datalist": path, "generator_datalist": path, "entries": [...], "num_real": N}``.
     """
     from monai.transforms import Compose, LoadImaged
 
@@ -148,13 +153,20 @@ def draw_regime(
             break
     for e in entries:
         e["slice_index"] = -1
+    extra = {"name": f"regime N={num} seed={seed}", "num_classes": num_classes, "seed": seed}
     datalist = write_datalist(
-        folder / "datalist.json",
-        {"training": entries, "validation": entries},
-        relative=False,
-        extra={"name": f"regime N={num} seed={seed}", "num_classes": num_classes, "seed": seed},
+        folder / "datalist.json", {"training": entries, "validation": entries}, relative=False, extra=extra
     )
-    return {"datalist": datalist, "entries": entries, "num_real": num}
+    # the same N pairs listed repeatedly, so that a generator bundle whose loader drops incomplete batches
+    # (shuffle + drop_last) still gets full batches when N < batch size; it sees no other data
+    repeats = max(1, -(-min_generator_entries // num))
+    generator_datalist = write_datalist(
+        folder / "generator_datalist.json",
+        {"training": entries * repeats, "validation": entries},
+        relative=False,
+        extra={**extra, "repeats": repeats},
+    )
+    return {"datalist": datalist, "generator_datalist": generator_datalist, "entries": entries, "num_real": num}
 
 
 def train_generator(
@@ -192,7 +204,32 @@ def train_generator(
     if iterations is not None:
         over["num_iterations"] = int(iterations)
     run_bundle(bundle, list(configs), "run", "train", over)
-    return {"bundle": str(bundle), "configs": list(configs), "overrides": _plain(over)}
+    done = trained_iterations(folder / "models" / "checkpoint_final.pt")
+    expected = iterations if iterations is not None else _config_value(bundle, configs, "num_iterations")
+    if done is not None and isinstance(expected, int) and done < expected:
+        raise RuntimeError(
+            f"{bundle}: the generator trained {done} of {expected} iterations (its data loader ran out of batches: "
+            "fewer training slices than its batch size with drop_last?)"
+        )
+    return {"bundle": str(bundle), "configs": list(configs), "overrides": _plain(over), "iterations": done}
+
+
+def trained_iterations(checkpoint: str | os.PathLike) -> int | None:
+    """The trainer iteration stored in a ``CheckpointSaver`` checkpoint (``trainer`` entry), or None."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        return None
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    trainer = state.get("trainer") if isinstance(state, Mapping) else None
+    return int(trainer["iteration"]) if isinstance(trainer, Mapping) and "iteration" in trainer else None
+
+
+def _config_value(bundle: str | os.PathLike, configs: Sequence[str], key: str) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(Path(bundle) / "configs" / c) for c in configs])
+    return parser.get(key)
 
 
 def sample_generator(

@@ -116,36 +116,39 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     assert "python -m monai_siamese evaluate --preset micro" in report
     assert "| 4 | real |" in report and "| 4 | real + seg_guided_diffusion |" in report
     assert (out / "figures" / "dice_by_regime.png").stat().st_size > 1000
-    assert (out / "figures" / "samples_seg_guided_diffusion_N4_s0.png").is_file()
+    assert (out / "figures" / "samples_seg_guided_diffusion_N004_d0.png").is_file()
     results = json.loads((out / "results.json").read_text())
-    assert {(r["arm"], r["regime"], r["seed"]) for r in results["runs"]} == {
-        ("real", 4, 0),
-        ("seg_guided_diffusion", 4, 0),
+    assert {(r["arm"], r["regime"], r["draw"], r["seed"]) for r in results["runs"]} == {
+        ("real", 4, 0, 0),
+        ("seg_guided_diffusion", 4, 0, 0),
     }
     for run in results["runs"]:
         assert set(run["dice"]) == {"CSF", "GM", "WM", "mean"} and 0 <= run["dice"]["mean"] <= 1
     q = results["quality"][0]
     assert q["pairs"] == 8 and q["masks"] == 4 and np.isfinite(q["fid"]) and 0 <= q["ms_ssim"] <= 1
     # fairness: the generator trained on the regime datalist only; its masks are the regime's; same budget
-    regime = json.loads((out / "draws" / "N004_s0" / "datalist.json").read_text())
-    gen = json.loads((out / "generators" / "seg_guided_diffusion" / "N004_s0" / "train" / "result.json").read_text())
-    assert gen["overrides"]["datalist"] == str(out / "draws" / "N004_s0" / "datalist.json")
+    regime = json.loads((out / "draws" / "N004_d0" / "datalist.json").read_text())
+    gen = json.loads((out / "generators" / "seg_guided_diffusion" / "N004_d0" / "train" / "result.json").read_text())
+    gen_datalist = json.loads(Path(gen["overrides"]["datalist"]).read_text())
+    assert Path(gen["overrides"]["datalist"]).parent == out / "draws" / "N004_d0"
+    assert {e["image"] for e in gen_datalist["training"]} == {e["image"] for e in regime["training"]}
+    assert gen["iterations"] == 2
     synth = json.loads(
-        (out / "generators" / "seg_guided_diffusion" / "N004_s0" / "synthetic" / "datalist.json").read_text()
+        (out / "generators" / "seg_guided_diffusion" / "N004_d0" / "synthetic" / "datalist.json").read_text()
     )
     assert {e["source_mask"] for e in synth["training"]} == {e["label"] for e in regime["training"]}
     arms = [
-        json.loads((out / "runs" / a / "N004_s0" / "train" / "result.json").read_text())
+        json.loads((out / "runs" / a / "N004_d0_s0" / "train" / "result.json").read_text())
         for a in ("real", "seg_guided_diffusion")
     ]
     assert arms[0]["overrides"]["num_iterations"] == arms[1]["overrides"]["num_iterations"] == 4
     assert arms[0]["overrides"]["seed"] == arms[1]["overrides"]["seed"] == 0
     assert arms[0]["overrides"]["synthetic_datalist"] is None and arms[1]["overrides"]["synthetic_ratio"] == 0.5
     # an interrupted evaluation resumes: finished runs are not redone
-    os.remove(out / "runs" / "seg_guided_diffusion" / "N004_s0" / "test" / "result.json")
-    before = (out / "runs" / "real" / "N004_s0" / "test" / "result.json").stat().st_mtime_ns
+    os.remove(out / "runs" / "seg_guided_diffusion" / "N004_d0_s0" / "test" / "result.json")
+    before = (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("done already") >= 8 and r.stdout.count("finished in") == 1
-    assert (out / "runs" / "real" / "N004_s0" / "test" / "result.json").stat().st_mtime_ns == before
+    assert (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns == before
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]

@@ -6,10 +6,17 @@ from monai_siamese.data.datalist import DatalistError, load_datalist, select_ent
 from monai_siamese.data.demo import build_demo_data, demo_datalist, demo_dir, ensure_demo_data
 from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range, to_unit_range
 from monai_siamese.data.labels import LabelMapd, LabelValueError, map_label_values
+from monai_siamese.data.mixing import (
+    SYNTHETIC_KEY,
+    MixedBatchSampler,
+    load_synthetic_datalists,
+    synthetic_per_batch,
+    tag_entries,
+)
 from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_slice_transform, pair_load_transform
 from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
 from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
-from monai_siamese.data.writer import SyntheticPairWriter, pair_name, save_nifti
+from monai_siamese.data.writer import SaveSliceLabeld, SyntheticPairWriter, pair_name, save_nifti, slice_name
 
 __all__ = [
     "DatalistError",
@@ -17,9 +24,12 @@ __all__ = [
     "IntensityPreset",
     "LabelMapd",
     "LabelValueError",
+    "MixedBatchSampler",
     "OrientVolumed",
     "Problem",
+    "SYNTHETIC_KEY",
     "ScaleIntensityPresetd",
+    "SaveSliceLabeld",
     "SliceDataset",
     "SyntheticPairWriter",
     "build_demo_data",
@@ -31,12 +41,16 @@ __all__ = [
     "from_unit_range",
     "iter_slices",
     "load_datalist",
+    "load_synthetic_datalists",
     "map_label_values",
     "pair_load_transform",
     "pair_name",
     "save_nifti",
     "select_entries",
     "slice_affine",
+    "slice_name",
+    "synthetic_per_batch",
+    "tag_entries",
     "to_unit_range",
     "validate_datalist",
     "validate_or_raise",

@@ -147,6 +147,8 @@ class SliceDataset(Dataset):
         num_workers: threads used to load source items.
         max_slices: keep at most this many slices (evenly spaced over the sorted cache), for quick runs.
         progress: log progress.
+        allow_empty: an empty ``data`` list gives an empty dataset instead of an error (e.g. an optional
+            synthetic part); items that yield no slice are still an error.
     """
 
     def __init__(
@@ -161,6 +163,7 @@ class SliceDataset(Dataset):
         num_workers: int = 0,
         max_slices: int | None = None,
         progress: bool = True,
+        allow_empty: bool = False,
     ) -> None:
         self.source = list(data)
         self.load_transform = load_transform
@@ -186,7 +189,7 @@ class SliceDataset(Dataset):
                 slices.extend(_load(entry))
                 if progress and (i + 1) % 50 == 0:
                     logger.info(f"SliceDataset: loaded {i + 1}/{len(self.source)} items, {len(slices)} slices")
-        if not slices:
+        if not slices and not (allow_empty and not self.source):
             raise ValueError(
                 f"SliceDataset: no slice of the {len(self.source)} items has enough foreground "
                 f"(min_foreground={min_foreground}, classes={foreground_classes})"
@@ -194,6 +197,6 @@ class SliceDataset(Dataset):
         if max_slices is not None and len(slices) > max_slices:
             idx = np.linspace(0, len(slices) - 1, max_slices).round().astype(int)
             slices = [slices[i] for i in idx]
-        if progress:
+        if progress and self.source:
             logger.info(f"SliceDataset: {len(slices)} slices from {len(self.source)} items")
         super().__init__(data=slices, transform=transform)

@@ -16,20 +16,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 from PIL import Image
 
 from monai_siamese.data.datalist import write_datalist
 from monai_siamese.data.visualize import grid, label_to_rgb, overlay, save_png, to_uint8
 from monai_siamese.utils import atomic_path, atomic_write_json, versions
 
-__all__ = ["save_nifti", "SyntheticPairWriter", "pair_name"]
+__all__ = ["save_nifti", "SyntheticPairWriter", "pair_name", "slice_name", "SaveSliceLabeld"]
 
 
 def save_nifti(array: np.ndarray | torch.Tensor, affine: np.ndarray | torch.Tensor, path: str | os.PathLike) -> str:
@@ -56,6 +58,64 @@ def pair_name(source: str, slice_index: int, sample_index: int, mask_index: int 
     sl = f"_z{slice_index:04d}" if slice_index is not None and int(slice_index) >= 0 else ""
     prefix = f"{mask_index:05d}_" if mask_index is not None else ""
     return f"{prefix}{stem}{sl}_{sample_index:03d}"
+
+
+def slice_name(source: str, slice_index: int | None = None, postfix: str = "") -> str:
+    """File stem of a 2D slice (or 2D image) of ``source``: ``<stem>_z0042`` for slice 42 of a volume, ``<stem>``
+    for a 2D image, then ``_<postfix>`` when given."""
+    stem = pair_name(source, -1 if slice_index is None else slice_index, 0)[: -len("_000")]
+    return f"{stem}_{postfix}" if postfix else stem
+
+
+class SaveSliceLabeld(MapTransform):
+    """Save a predicted 2D label (``(1, H, W)`` class map with its affine, e.g. after ``Invertd``) as NIfTI,
+    atomically, named after the source file and slice (:func:`slice_name`), into ``output_dir``.
+
+    Slices of the same volume get distinct names (``<stem>_z0042_seg.nii.gz``), which MONAI's ``SaveImaged``
+    (one file per source file name) cannot do. The path written is stored under ``<key>_path``.
+
+    Args:
+        keys: keys of the labels to save.
+        output_dir: output folder.
+        postfix: file name postfix.
+        source_key: item key with the source image path (set by :class:`~monai_siamese.data.SliceDataset`).
+        slice_key: item key with the slice index (-1 for 2D images).
+        dtype: stored integer type.
+        allow_missing_keys: skip missing keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        postfix: str = "seg",
+        source_key: str = "source_image",
+        slice_key: str = "slice_index",
+        dtype: Any = np.uint8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.postfix = postfix
+        self.source_key = source_key
+        self.slice_key = slice_key
+        self.dtype = dtype
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        source = str(d.get(self.source_key) or "image")
+        sl = d.get(self.slice_key, -1)
+        sl = int(sl.item() if isinstance(sl, torch.Tensor) else sl)
+        name = slice_name(source, sl, self.postfix)
+        for key in self.key_iterator(d):
+            lab = d[key]
+            affine = getattr(lab, "affine", None)
+            arr = torch.as_tensor(lab).detach().cpu()
+            arr = arr[0] if arr.ndim == 3 else arr
+            path = self.output_dir / f"{name}.nii.gz"
+            save_nifti(arr.numpy().astype(self.dtype), np.eye(4) if affine is None else affine, path)
+            d[f"{key}_path"] = str(path)
+        return d
 
 
 class SyntheticPairWriter:

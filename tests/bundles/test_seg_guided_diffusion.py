@@ -239,3 +239,18 @@ def test_bad_datalist_fails_before_training(tmp_path, demo_dir):
     assert isinstance(err, DataValidationError), info.value
     assert "nope.nii.gz: file not found" in str(err) and "nope_label.nii.gz: file not found" in str(err)
     assert not (tmp_path / "models").exists()
+
+
+def test_fewer_slices_than_the_batch_still_trains(tmp_path, demo_dir):
+    """With 2 training slices and a batch of 4, drop_last would leave no batch at all (ignite then "completes"
+    without a single step); the loader keeps the incomplete batch instead."""
+    from monai_siamese.evaluation.steps import trained_iterations
+
+    run_bundle(
+        BUNDLE,
+        ["train.json"],
+        "training",
+        "train",
+        {**TINY, **_dirs(tmp_path, demo_dir), "max_train_slices": 2, "sample_interval": 0},
+    )
+    assert trained_iterations(tmp_path / "models" / "checkpoint_final.pt") == TINY["num_iterations"]

@@ -1,0 +1,168 @@
+"""Real + synthetic training data: synthetic datalists and a batch sampler that puts a fixed fraction of synthetic
+items in every batch.
+
+Synthetic pairs *replace* real slots of a batch; they do not add iterations. With ``batch_size`` 8 and
+``synthetic_ratio`` 0.25 every batch holds 6 real and 2 synthetic slices, so a real-only run and a real +
+synthetic run with the same iteration budget take the same number of optimizer steps on the same batch size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from monai_siamese.data.datalist import DatalistError, load_datalist
+
+__all__ = ["SYNTHETIC_KEY", "tag_entries", "load_synthetic_datalists", "synthetic_per_batch", "MixedBatchSampler"]
+
+#: entry key marking a synthetic pair (written by :class:`~monai_siamese.data.SyntheticPairWriter`)
+SYNTHETIC_KEY = "synthetic"
+
+
+def tag_entries(
+    entries: Sequence[Mapping], synthetic: bool = False, keys: Sequence[str] = ("image", "label")
+) -> list[dict]:
+    """Keep only ``keys`` of every entry and add ``synthetic``.
+
+    Real and synthetic entries then have the same keys, so they can share a batch (MONAI's collate needs equal
+    keys); the provenance fields of synthetic entries (seed, source mask...) stay in their datalist.
+
+    Args:
+        entries: datalist entries.
+        synthetic: value of the ``synthetic`` flag.
+        keys: entry keys to keep.
+    """
+    return [{**{k: e[k] for k in keys if k in e}, SYNTHETIC_KEY: bool(synthetic)} for e in entries]
+
+
+def load_synthetic_datalists(
+    datalists: str | os.PathLike | Sequence[str | os.PathLike] | None,
+    key: str = "training",
+    require_flag: bool = False,
+) -> list[dict]:
+    """Entries of zero or more synthetic datalists (as the generator bundles write them), tagged synthetic.
+
+    Args:
+        datalists: one path, a list of paths, or None / empty (no synthetic data).
+        key: split to read (the generators write ``training``).
+        require_flag: raise when an entry is not marked ``"synthetic": true``.
+    """
+    if datalists is None or datalists == "":
+        return []
+    paths = [datalists] if isinstance(datalists, (str, os.PathLike)) else list(datalists)
+    out: list[dict] = []
+    for path in paths:
+        entries = load_datalist(path, key)
+        if require_flag:
+            bad = [i for i, e in enumerate(entries) if not e.get(SYNTHETIC_KEY)]
+            if bad:
+                raise DatalistError(f"{path}: {len(bad)} entries of '{key}' are not marked synthetic (e.g. {bad[:3]})")
+        out += tag_entries(entries, synthetic=True)
+    return out
+
+
+def synthetic_per_batch(batch_size: int, synthetic_ratio: float, num_synthetic: int = 1) -> int:
+    """Synthetic slots per batch: ``round(batch_size * synthetic_ratio)``, 0 when there is no synthetic data.
+
+    Args:
+        batch_size: batch size.
+        synthetic_ratio: fraction of every batch taken by synthetic items, in [0, 1].
+        num_synthetic: number of synthetic items available.
+
+    Raises:
+        ValueError: ratio outside [0, 1], or a positive ratio that rounds to no slot at this batch size.
+    """
+    if not 0.0 <= float(synthetic_ratio) <= 1.0:
+        raise ValueError(f"synthetic_ratio must be in [0, 1], got {synthetic_ratio}")
+    if num_synthetic <= 0 or synthetic_ratio == 0:
+        return 0
+    n = int(round(batch_size * float(synthetic_ratio)))
+    if n == 0:
+        raise ValueError(
+            f"synthetic_ratio {synthetic_ratio} x batch_size {batch_size} rounds to 0 synthetic items per batch; "
+            "raise the ratio or the batch size"
+        )
+    return n
+
+
+class _Stream:
+    """An endless stream of indices: successive random permutations of ``range(n)`` from one generator."""
+
+    def __init__(self, n: int, offset: int, seed: int) -> None:
+        self.n, self.offset = n, offset
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.buffer: list[int] = []
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.buffer:
+                self.buffer = (torch.randperm(self.n, generator=self.gen) + self.offset).tolist()
+            need = k - len(out)
+            out += self.buffer[:need]
+            self.buffer = self.buffer[need:]
+        return out
+
+
+class MixedBatchSampler(Sampler[list[int]]):
+    """Batches of indices into ``ConcatDataset([real, synthetic])`` with exactly
+    ``round(batch_size * synthetic_ratio)`` synthetic items in every batch (indices ``>= num_real``).
+
+    Each part is drawn from its own endless stream of reshuffled permutations, so every real item is seen equally
+    often whatever the ratio, and the streams continue across epochs (ignite re-creates the loader iterator when
+    an epoch is longer than the sampler). With no synthetic items, or a ratio of 0, it is plain shuffled batching
+    of the real items (complete batches only), so every arm of a comparison uses the same sampler.
+
+    Args:
+        num_real: number of real items (the first part of the concatenated dataset).
+        num_synthetic: number of synthetic items (the second part).
+        batch_size: items per batch.
+        synthetic_ratio: fraction of every batch taken by synthetic items, in [0, 1].
+        num_batches: batches per pass (default: enough for one pass over the real items).
+        seed: seed of the streams.
+        rank: process rank in distributed training (offsets the seed so ranks draw different batches).
+    """
+
+    def __init__(
+        self,
+        num_real: int,
+        num_synthetic: int = 0,
+        batch_size: int = 8,
+        synthetic_ratio: float = 0.0,
+        num_batches: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_real = int(num_real)
+        self.num_synthetic = int(num_synthetic)
+        self.batch_size = int(batch_size)
+        self.n_synthetic = synthetic_per_batch(batch_size, synthetic_ratio, num_synthetic)
+        self.n_real = self.batch_size - self.n_synthetic
+        if self.n_real > 0 and self.num_real <= 0:
+            raise ValueError("MixedBatchSampler: no real items but the batches need real slots")
+        if num_batches is None:
+            num_batches = (
+                math.ceil(self.num_real / self.n_real)
+                if self.n_real > 0
+                else math.ceil(self.num_synthetic / self.n_synthetic)
+            )
+        self.num_batches = max(1, int(num_batches))
+        base = int(seed) * 1_000_003 + int(rank) * 7919
+        self._real = _Stream(self.num_real, 0, base) if self.n_real > 0 else None
+        self._synthetic = _Stream(self.num_synthetic, self.num_real, base + 1) if self.n_synthetic > 0 else None
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.num_batches):
+            batch = self._real.take(self.n_real) if self._real is not None else []
+            if self._synthetic is not None:
+                batch += self._synthetic.take(self.n_synthetic)
+            yield batch

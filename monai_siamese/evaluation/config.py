@@ -1,0 +1,305 @@
+"""Settings of the downstream evaluation: presets (``demo``, ``full``, ``micro``), generator discovery and the
+sources of the masks that condition synthetic images."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Preset",
+    "MaskSource",
+    "MaskContext",
+    "EvaluationConfig",
+    "GENERATOR_CONFIGS",
+    "register_mask_source",
+    "mask_source",
+    "discover_methods",
+    "check_generator_bundle",
+    "preset_config",
+]
+
+#: config files every generator bundle must provide (train, CPU override, sampling), with the override keys of
+#: ``bundles/seg_guided_diffusion``: dataset_dir, datalist, ckpt_dir, log_dir, sample_dir, output_dir, seed,
+#: num_iterations, samples_per_mask, mask_split
+GENERATOR_CONFIGS = ("train.json", "demo.json", "inference.json")
+#: bundle folders under ``bundles/`` that are not generators
+NOT_GENERATORS = ("segmentation",)
+
+
+class Preset(str, Enum):
+    """Named settings of ``python -m monai_siamese evaluate``."""
+
+    DEMO = "demo"  # the whole protocol on the demo data on 2 CPU cores in about half an hour
+    FULL = "full"  # GPU: 5 seeds, 1800-iteration segmentation, the generators' full train.json
+    MICRO = "micro"  # plumbing check for tests: a few iterations, one seed, one regime
+
+
+class MaskSource(str, Enum):
+    """Built-in sources of the masks that condition the synthetic images of a regime."""
+
+    REGIME = "regime"  # the regime's N real masks (several samples each)
+    DATALIST = "datalist"  # the masks of a user datalist (``mask_datalist``, split ``mask_split``)
+
+
+@dataclass(frozen=True)
+class MaskContext:
+    """What a mask source gets to choose the masks of one regime and seed.
+
+    Args:
+        regime_datalist: datalist of the regime (``training`` = the N drawn real pairs).
+        num_real: N.
+        seed: seed of the run.
+        work_dir: a folder the source may write into (generated masks).
+        num_classes: classes including background.
+        config: the evaluation settings.
+    """
+
+    regime_datalist: str
+    num_real: int
+    seed: int
+    work_dir: str
+    num_classes: int
+    config: EvaluationConfig
+
+
+#: ``(datalist path, split)`` of the conditioning masks for a regime
+MaskSourceFn = Callable[[MaskContext], tuple[str, str]]
+_MASK_SOURCES: dict[str, MaskSourceFn] = {}
+
+
+def register_mask_source(name: str, fn: MaskSourceFn) -> None:
+    """Register a source of conditioning masks under ``name`` (``--mask_source name``).
+
+    This is the hook for generated masks: a mask generator registers a function that writes new masks for the
+    regime (from ``context.regime_datalist`` only, so it sees no more real data than the regime) into
+    ``context.work_dir`` as a datalist and returns ``(datalist_path, split)``.
+    """
+    _MASK_SOURCES[str(name)] = fn
+
+
+def _regime_masks(ctx: MaskContext) -> tuple[str, str]:
+    return ctx.regime_datalist, "training"
+
+
+def _datalist_masks(ctx: MaskContext) -> tuple[str, str]:
+    if not ctx.config.mask_datalist:
+        raise ValueError("mask_source 'datalist' needs mask_datalist")
+    return str(ctx.config.mask_datalist), ctx.config.mask_split
+
+
+register_mask_source(MaskSource.REGIME.value, _regime_masks)
+register_mask_source(MaskSource.DATALIST.value, _datalist_masks)
+
+
+def mask_source(name: str) -> MaskSourceFn:
+    """The registered mask source ``name``."""
+    if name not in _MASK_SOURCES:
+        raise ValueError(f"unknown mask source {name!r} (registered: {sorted(_MASK_SOURCES)})")
+    return _MASK_SOURCES[name]
+
+
+def check_generator_bundle(bundle: str | os.PathLike, configs: Sequence[str] = GENERATOR_CONFIGS) -> None:
+    """Raise ``FileNotFoundError`` naming what is missing when ``bundle`` lacks a config the evaluation uses."""
+    missing = [c for c in configs if not (Path(bundle) / "configs" / c).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle}: generator bundle lacks configs/{', configs/'.join(missing)}")
+
+
+def discover_methods(bundles_dir: str | os.PathLike) -> list[str]:
+    """Every generator bundle under ``bundles_dir``: folders with ``configs/train.json`` and
+    ``configs/inference.json``, except the segmentation bundle, sorted."""
+    root = Path(bundles_dir)
+    out = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if p.name in NOT_GENERATORS or not p.is_dir():
+            continue
+        if (p / "configs" / "train.json").is_file() and (p / "configs" / "inference.json").is_file():
+            out.append(p.name)
+    return out
+
+
+@dataclass
+class EvaluationConfig:
+    """All settings of one evaluation (see ``docs`` in ``monai_siamese/evaluation/__init__.py``).
+
+    Args:
+        preset: the preset these settings started from.
+        datalist: the real datalist (None: the demo data).
+        dataset_dir: base folder of relative paths.
+        num_classes: classes including background.
+        class_names: names of the classes (default: the datalist's ``labels``).
+        pool_split: split the N real slices are drawn from (and the judge segmenter trains on).
+        val_split: validation split of the judge segmenter.
+        test_split: held-out real split that no generator sees.
+        regimes: numbers of real training slices N.
+        seeds: seeds of the segmentation runs (weights, augmentation, batch draws), shared by every arm.
+        draws: seeds of the slice draws. None: one draw per seed (draw seed = training seed), each with its own
+            generator. A list: every training seed runs on every draw; a generator is trained once per regime and
+            draw (cheaper: the demo preset uses one draw and three training seeds).
+        methods: generator bundle names (None: every generator bundle under ``bundles_dir``).
+        bundles_dir: folder of the bundles (None: the repository's ``bundles/``).
+        segmentation_bundle: name of the segmentation bundle.
+        seg_configs: segmentation bundle config files.
+        seg_iterations: segmentation iterations, the same for every arm.
+        seg_batch_size: segmentation batch size.
+        seg_spatial_size: segmentation input size.
+        seg_overrides: further segmentation overrides.
+        synthetic_ratio: fraction of every batch that is synthetic in the real + synthetic arms.
+        judge_iterations: iterations of the judge segmenter (trained on the whole pool; default seg_iterations).
+        gen_train_configs: generator training config files.
+        gen_infer_configs: generator sampling config files.
+        gen_iterations: generator training iterations per regime and seed (None: the config's).
+        gen_overrides: further generator training overrides.
+        gen_infer_overrides: further generator sampling overrides (``num_inference_steps``...).
+        samples_per_mask: synthetic samples per conditioning mask.
+        mask_source: registered mask source (``regime``, ``datalist`` or a registered generator).
+        mask_datalist: datalist of the ``datalist`` mask source.
+        mask_split: its split.
+        inception_weights: optional local TorchScript Inception file for an Inception FID.
+        kid_subsets: KID subsets.
+        grid_masks: masks shown per sample grid.
+        device: device (None: cuda when available).
+    """
+
+    preset: str = Preset.DEMO.value
+    datalist: str | None = None
+    dataset_dir: str | None = None
+    num_classes: int = 4
+    class_names: list[str] | None = None
+    pool_split: str = "training"
+    val_split: str = "validation"
+    test_split: str = "test"
+    regimes: list[int] = field(default_factory=lambda: [4, 8])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    draws: list[int] | None = None
+    methods: list[str] | None = None
+    bundles_dir: str | None = None
+    segmentation_bundle: str = "segmentation"
+    seg_configs: list[str] = field(default_factory=lambda: ["train.json", "demo.json"])
+    seg_iterations: int = 600
+    seg_batch_size: int = 8
+    seg_spatial_size: int = 64
+    seg_overrides: dict[str, Any] = field(default_factory=dict)
+    synthetic_ratio: float = 0.25
+    judge_iterations: int | None = None
+    gen_train_configs: list[str] = field(default_factory=lambda: ["train.json", "demo.json"])
+    gen_infer_configs: list[str] = field(default_factory=lambda: ["inference.json", "demo.json"])
+    gen_iterations: int | None = 300
+    gen_overrides: dict[str, Any] = field(default_factory=dict)
+    gen_infer_overrides: dict[str, Any] = field(default_factory=dict)
+    samples_per_mask: int = 4
+    mask_source: str = MaskSource.REGIME.value
+    mask_datalist: str | None = None
+    mask_split: str = "training"
+    inception_weights: str | None = None
+    kid_subsets: int = 100
+    grid_masks: int = 4
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def update(self, values: Mapping[str, Any]) -> EvaluationConfig:
+        """A copy with ``values`` replaced (unknown names are an error)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(values) - names)
+        if bad:
+            raise ValueError(f"unknown evaluation setting(s) {bad}; known: {sorted(names)}")
+        return dataclasses.replace(self, **dict(values))
+
+
+def draw_seeds(cfg: EvaluationConfig) -> list[int]:
+    """Seeds of the slice draws (one generator per regime and draw)."""
+    return list(cfg.draws) if cfg.draws is not None else list(cfg.seeds)
+
+
+def training_seeds(cfg: EvaluationConfig, draw: int) -> list[int]:
+    """Segmentation seeds run on ``draw``: all seeds, or only the draw's own seed when draws follow the seeds."""
+    return list(cfg.seeds) if cfg.draws is not None else [draw]
+
+
+def draw_tag(num_real: int, draw: int) -> str:
+    """Folder name of a regime and draw."""
+    return f"N{num_real:03d}_d{draw}"
+
+
+def run_tag(num_real: int, draw: int, seed: int) -> str:
+    """Folder name of a segmentation run."""
+    return f"N{num_real:03d}_d{draw}_s{seed}"
+
+
+def preset_config(preset: Preset | str) -> EvaluationConfig:
+    """The settings of a preset.
+
+    - ``demo``: regimes N = 4 and 8, one slice draw per regime, 3 segmentation seeds; one generator per regime
+      (its ``demo.json``: 64 x 64, 1000 iterations on the draw's N pairs), 8 samples per mask with 25 DDIM steps;
+      segmentation 64 x 64 (not the calibration's 128: time), UNet (16, 32, 64, 128) without residual units,
+      600 iterations at batch 8, a quarter of every batch synthetic in the mixed arms. About 30 minutes on 2 CPU
+      cores.
+    - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
+      iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
+      (the calibration's setting, residual units). GPU.
+    - ``micro``: N = 4, one seed, a few iterations at 32 x 32: checks the plumbing in well under a minute.
+    """
+    preset = Preset(preset)
+    if preset == Preset.DEMO:
+        return EvaluationConfig(
+            preset=preset.value,
+            draws=[0],
+            gen_iterations=1000,
+            samples_per_mask=8,
+            seg_overrides={"network_def#num_res_units": 0},
+            gen_infer_overrides={"num_inference_steps": 25},
+        )
+    if preset == Preset.FULL:
+        return EvaluationConfig(
+            preset=preset.value,
+            seeds=[0, 1, 2, 3, 4],
+            seg_configs=["train.json", "demo.json"],
+            seg_iterations=1800,
+            seg_spatial_size=128,
+            gen_train_configs=["train.json"],
+            gen_infer_configs=["inference.json"],
+            gen_iterations=None,
+            gen_infer_overrides={"num_inference_steps": 50},
+            samples_per_mask=8,
+        )
+    tiny_gen = {
+        "spatial_size": [32, 32],
+        "network_def#channels": [8, 16],
+        "network_def#attention_levels": [False, False],
+        "network_def#num_res_blocks": 1,
+        "network_def#num_head_channels": 8,
+        "network_def#norm_num_groups": 8,
+    }
+    return EvaluationConfig(
+        preset=preset.value,
+        regimes=[4],
+        seeds=[0],
+        seg_iterations=4,
+        seg_batch_size=4,
+        seg_spatial_size=32,
+        seg_overrides={"network_def#channels": [8, 16], "network_def#strides": [2], "network_def#num_res_units": 0},
+        synthetic_ratio=0.5,
+        gen_iterations=2,
+        gen_overrides={
+            **tiny_gen,
+            "batch_size": 4,
+            "epoch_length": 2,
+            "checkpoint_interval": 2,
+            "sample_interval": 0,
+            "sample_steps": 2,
+            "warmup_steps": 1,
+            "ema_warmup_iters": 2,
+        },
+        gen_infer_overrides={**tiny_gen, "num_inference_steps": 2},
+        samples_per_mask=2,
+        kid_subsets=10,
+        grid_masks=2,
+    )

@@ -1,0 +1,467 @@
+"""The steps of the evaluation, each a function of its inputs that writes its outputs into its own folder and
+ends with a ``result.json`` (written atomically, last): a rerun skips steps whose result exists.
+
+Bundles run in-process through :func:`monai_siamese.cli.run_bundle` (``ConfigWorkflow``), with overrides only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_siamese.utils import atomic_write_json
+
+__all__ = [
+    "RESULT_FILE",
+    "cached_step",
+    "draw_regime",
+    "train_generator",
+    "sample_generator",
+    "train_segmentation",
+    "score_segmentation",
+    "load_images",
+    "synthetic_quality",
+    "divisor_at_most",
+    "image_shape",
+    "trained_iterations",
+]
+
+RESULT_FILE = "result.json"
+
+
+def cached_step(
+    folder: str | os.PathLike, fn: Callable[[], Mapping[str, Any]], log: Callable[[str], None] = print
+) -> dict:
+    """Return ``folder/result.json`` when it exists, else run ``fn``, add its wall time and write the result.
+
+    Args:
+        folder: the step's folder.
+        fn: the step; returns a JSON-able mapping.
+        log: progress printer.
+    """
+    path = Path(folder) / RESULT_FILE
+    if path.is_file():
+        log(f"done already: {folder}")
+        return json.loads(path.read_text())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    result = dict(fn())
+    result["seconds"] = round(time.time() - t0, 1)
+    atomic_write_json(path, result)
+    log(f"finished in {result['seconds']:.0f}s: {folder}")
+    return result
+
+
+def divisor_at_most(n: int, limit: int = 100) -> int:
+    """Largest divisor of ``n`` that is at most ``limit`` (the epoch length that makes ``n`` iterations exact)."""
+    for d in range(min(n, limit), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def draw_regime(
+    pool: Sequence[Mapping],
+    num: int,
+    seed: int,
+    folder: str | os.PathLike,
+    num_classes: int,
+    slice_axis: int = 2,
+    min_foreground: float = 1,
+    foreground_classes: Sequence[int] | None = None,
+    label_mapping: Mapping[int, int] | None = None,
+    label_threshold: float | None = None,
+    min_generator_entries: int = 64,
+) -> dict:
+    """Draw ``num`` real training slices from ``pool`` with ``seed`` and write the regime's datalist.
+
+    The draw is a pure function of (``pool``, ``num``, ``seed``): every arm and every generator of the regime
+    uses the same slices. 2D entries are used as they are; a slice of a 3D volume is written as a 2D NIfTI
+    (source intensities, the slice's geometry) so that generators and segmentation read the same files. The
+    regime datalist holds the N pairs as ``training`` and as ``validation`` (monitoring only): nothing outside
+    the N pairs is seen by the regime's generator or segmentation runs. ``generator_datalist.json`` lists the
+    same N pairs repeated to at least ``min_generator_entries`` entries, for generator bundles that drop
+    incomplete batches (N = 4 with a batch of 8 would otherwise give no batch at all).
+
+    Note that an ``mr`` preset scales a written slice by its own percentiles rather than its volume's.
+
+    Args:
+        pool: datalist entries (absolute paths) to draw from.
+        num: N, the number of slices.
+        seed: the draw's seed.
+        folder: output folder (``datalist.json``, ``slices/``).
+        num_classes: classes including background.
+        slice_axis: slicing axis of 3D volumes.
+        min_foreground: minimum foreground for a slice to be drawable (as the data layer's filter).
+        foreground_classes: classes counted as foreground.
+        label_mapping: label remap.
+        label_threshold: binarisation threshold.
+        min_generator_entries: length of the repeated training list of ``generator_datalist.json``.
+
+    Returns:
+        ``{"datalist": path, "generator_datalist": path, "entries": [...], "num_real": N}``.
+    """
+    from monai.transforms import Compose, LoadImaged
+
+    from monai_siamese.data import LabelMapd, OrientVolumed, iter_slices, save_nifti, slice_name, write_datalist
+
+    folder = Path(folder)
+    load = Compose(
+        [
+            LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True, allow_missing_keys=True),
+            OrientVolumed(["image", "label"]),
+            LabelMapd("label", num_classes=num_classes, mapping=label_mapping, threshold=label_threshold),
+        ]
+    )
+    candidates: list[tuple[int, int]] = []
+    for i, entry in enumerate(pool):
+        lab = load({"label": entry["label"]})
+        for s in iter_slices(lab, slice_axis, min_foreground, foreground_classes):
+            candidates.append((i, int(s["slice_index"])))
+    if len(candidates) < num:
+        raise ValueError(f"the pool has {len(candidates)} usable slices, fewer than N = {num}")
+    rng = np.random.default_rng([int(seed), int(num), 20251122])
+    chosen = sorted(rng.choice(len(candidates), size=num, replace=False).tolist())
+    entries = []
+    for c in chosen:
+        i, k = candidates[c]
+        entry = pool[i]
+        if k < 0:  # a 2D file: used as is
+            entries.append({"image": entry["image"], "label": entry["label"]})
+            continue
+        item = load({"image": entry["image"], "label": entry["label"]})
+        for s in iter_slices(item, slice_axis, 0, foreground_classes):
+            if s["slice_index"] != k:
+                continue
+            name = slice_name(entry["image"], k)
+            img_path = folder / "slices" / "images" / f"{name}.nii.gz"
+            lab_path = folder / "slices" / "labels" / f"{name}.nii.gz"
+            save_nifti(s["image"][0].float(), s["image"].affine, img_path)
+            save_nifti(s["label"][0].to(torch.uint8), s["label"].affine, lab_path)
+            entries.append({"image": str(img_path), "label": str(lab_path), "source_image": entry["image"]})
+            break
+    for e in entries:
+        e["slice_index"] = -1
+    extra = {"name": f"regime N={num} seed={seed}", "num_classes": num_classes, "seed": seed}
+    datalist = write_datalist(
+        folder / "datalist.json", {"training": entries, "validation": entries}, relative=False, extra=extra
+    )
+    # the same N pairs listed repeatedly, so that a generator bundle whose loader drops incomplete batches
+    # (shuffle + drop_last) still gets full batches when N < batch size; it sees no other data
+    repeats = max(1, -(-min_generator_entries // num))
+    generator_datalist = write_datalist(
+        folder / "generator_datalist.json",
+        {"training": entries * repeats, "validation": entries},
+        relative=False,
+        extra={**extra, "repeats": repeats},
+    )
+    return {"datalist": datalist, "generator_datalist": generator_datalist, "entries": entries, "num_real": num}
+
+
+def train_generator(
+    bundle: str | os.PathLike,
+    configs: Sequence[str],
+    datalist: str,
+    folder: str | os.PathLike,
+    seed: int,
+    iterations: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict:
+    """Train a generator bundle on a regime datalist (its ``training`` split only) into ``folder``.
+
+    Args:
+        bundle: the generator bundle folder.
+        configs: its config files (``train.json`` [+ ``demo.json``]).
+        datalist: the regime datalist.
+        folder: output folder (``models/``, ``logs/``, ``samples/``).
+        seed: training seed.
+        iterations: ``num_iterations`` (None: the config's).
+        overrides: further overrides.
+    """
+    from monai_siamese.cli import run_bundle
+
+    folder = Path(folder)
+    over: dict[str, Any] = {
+        "dataset_dir": str(Path(datalist).parent),
+        "datalist": datalist,
+        "ckpt_dir": str(folder / "models"),
+        "log_dir": str(folder / "logs"),
+        "sample_dir": str(folder / "samples"),
+        "seed": int(seed),
+        **dict(overrides or {}),
+    }
+    if iterations is not None:
+        over["num_iterations"] = int(iterations)
+    run_bundle(bundle, list(configs), "run", "train", over)
+    done = trained_iterations(folder / "models" / "checkpoint_final.pt")
+    expected = iterations if iterations is not None else _config_value(bundle, configs, "num_iterations")
+    if done is not None and isinstance(expected, int) and done < expected:
+        raise RuntimeError(
+            f"{bundle}: the generator trained {done} of {expected} iterations (its data loader ran out of batches: "
+            "fewer training slices than its batch size with drop_last?)"
+        )
+    return {"bundle": str(bundle), "configs": list(configs), "overrides": _plain(over), "iterations": done}
+
+
+def trained_iterations(checkpoint: str | os.PathLike) -> int | None:
+    """The trainer iteration stored in a ``CheckpointSaver`` checkpoint (``trainer`` entry), or None."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        return None
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    trainer = state.get("trainer") if isinstance(state, Mapping) else None
+    return int(trainer["iteration"]) if isinstance(trainer, Mapping) and "iteration" in trainer else None
+
+
+def _config_value(bundle: str | os.PathLike, configs: Sequence[str], key: str) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(Path(bundle) / "configs" / c) for c in configs])
+    return parser.get(key)
+
+
+def sample_generator(
+    bundle: str | os.PathLike,
+    configs: Sequence[str],
+    ckpt_dir: str,
+    mask_datalist: str,
+    mask_split: str,
+    folder: str | os.PathLike,
+    seed: int,
+    samples_per_mask: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict:
+    """Sample ``samples_per_mask`` synthetic pairs per mask of ``mask_datalist[mask_split]`` with a trained
+    generator bundle; pairs and ``datalist.json`` go to ``folder/synthetic``.
+
+    Args:
+        bundle: the generator bundle folder.
+        configs: its sampling config files (``inference.json`` [+ ``demo.json``]).
+        ckpt_dir: the trained generator's ``models/`` folder.
+        mask_datalist: datalist of the conditioning masks.
+        mask_split: its split.
+        folder: output folder.
+        seed: sampling seed.
+        samples_per_mask: samples per mask.
+        overrides: further overrides (``num_inference_steps``...).
+    """
+    from monai_siamese.cli import run_bundle
+
+    out = Path(folder) / "synthetic"
+    over: dict[str, Any] = {
+        "dataset_dir": str(Path(mask_datalist).parent),
+        "datalist": mask_datalist,
+        "mask_split": mask_split,
+        "ckpt_dir": ckpt_dir,
+        "output_dir": str(out),
+        "samples_per_mask": int(samples_per_mask),
+        "seed": int(seed),
+        **dict(overrides or {}),
+    }
+    run_bundle(bundle, list(configs), "run", "infer", over)
+    datalist = out / "datalist.json"
+    n = len(json.loads(datalist.read_text())["training"])
+    return {"datalist": str(datalist), "pairs": n, "overrides": _plain(over)}
+
+
+def train_segmentation(
+    bundle: str | os.PathLike,
+    configs: Sequence[str],
+    datalist: str,
+    folder: str | os.PathLike,
+    seed: int,
+    iterations: int,
+    batch_size: int,
+    spatial_size: int,
+    synthetic_datalist: str | Sequence[str] | None = None,
+    synthetic_ratio: float = 0.0,
+    overrides: Mapping[str, Any] | None = None,
+    val_split: str = "validation",
+    dataset_dir: str | None = None,
+) -> dict:
+    """Train the segmentation bundle for exactly ``iterations`` iterations (validation once, at the end) and write
+    ``segmenter.json`` beside the weights so :func:`~monai_siamese.quality.load_segmenter` loads them by path.
+
+    Args:
+        bundle: the segmentation bundle folder.
+        configs: its config files.
+        datalist: the real datalist (its ``training`` split is trained on).
+        folder: output folder (``models/``, ``logs/``).
+        seed: seed (weights, augmentation and batch draws).
+        iterations: iteration budget.
+        batch_size: batch size.
+        spatial_size: input size.
+        synthetic_datalist: synthetic datalist(s), or None for the real-only arm.
+        synthetic_ratio: fraction of every batch that is synthetic.
+        overrides: further overrides.
+        val_split: validation split of ``datalist``.
+        dataset_dir: base folder of relative paths (default: the datalist's folder).
+    """
+    from monai_siamese.cli import run_bundle
+    from monai_siamese.quality import save_segmenter_spec
+
+    folder = Path(folder)
+    epoch_length = divisor_at_most(int(iterations), 100)
+    over: dict[str, Any] = {
+        "dataset_dir": str(dataset_dir or Path(datalist).parent),
+        "datalist": datalist,
+        "val_split": val_split,
+        "ckpt_dir": str(folder / "models"),
+        "log_dir": str(folder / "logs"),
+        "seed": int(seed),
+        "num_iterations": int(iterations),
+        "epoch_length": epoch_length,
+        "val_interval": int(iterations) // epoch_length,
+        "checkpoint_interval": max(epoch_length, int(iterations) // 3),
+        "batch_size": int(batch_size),
+        "spatial_size": [int(spatial_size), int(spatial_size)],
+        "synthetic_datalist": synthetic_datalist,
+        "synthetic_ratio": float(synthetic_ratio) if synthetic_datalist else 0.0,
+        **dict(overrides or {}),
+    }
+    run_bundle(bundle, list(configs), "run", "train", over)
+    save_segmenter_spec(folder / "models", bundle, configs, _plain(over), weights="model_final.pt")
+    return {"bundle": str(bundle), "configs": list(configs), "overrides": _plain(over)}
+
+
+def load_images(settings: Any, entries: Sequence[Mapping], spatial_size: Sequence[int] | None = None) -> dict:
+    """Images and labels of ``entries`` preprocessed with a segmenter's settings, stacked.
+
+    Args:
+        settings: :class:`~monai_siamese.quality.SegmenterSettings`.
+        entries: datalist entries.
+        spatial_size: fit to this size (default: the segmenter's).
+
+    Returns:
+        ``{"image": (B, C, H, W), "label": (B, 1, H, W), "items": [...]}``.
+    """
+    ds = settings.dataset(entries, spatial_size=spatial_size)
+    items = [ds[i] for i in range(len(ds))]
+    return {
+        "image": torch.stack([torch.as_tensor(it["image"]).float() for it in items]),
+        "label": torch.stack([torch.as_tensor(it["label"]).long() for it in items]),
+        "items": items,
+    }
+
+
+def _class_table(scores: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
+    from monai_siamese.quality import nanmean_per_class
+
+    per = nanmean_per_class(scores)
+    out = {name: per[i] for i, name in enumerate(class_names)}
+    out["mean"] = float(np.nanmean(per)) if per else float("nan")
+    return out
+
+
+def score_segmentation(
+    model: str | os.PathLike, entries: Sequence[Mapping], class_names: Sequence[str], device: str | None = None
+) -> dict:
+    """Dice and IoU per foreground class (mean over test slices where the class is present) of a trained
+    segmenter on real ``entries``, at the segmenter's input size.
+
+    Args:
+        model: weights file with its ``segmenter.json`` (or a checkpoint folder).
+        entries: the held-out real entries.
+        class_names: names of the foreground classes.
+        device: device.
+    """
+    from monai_siamese.quality import load_segmenter, per_class_scores
+
+    seg = load_segmenter(model, device=device)
+    data = load_images(seg.settings, entries)
+    pred = seg.predict(data["image"])
+    scores = per_class_scores(pred, data["label"], seg.num_classes)
+    return {
+        "dice": _class_table(scores["dice"], class_names),
+        "iou": _class_table(scores["iou"], class_names),
+        "slices": int(pred.shape[0]),
+        "model": str(model),
+    }
+
+
+def synthetic_quality(
+    judge: Any,
+    synthetic_datalist: str,
+    pool: Sequence[Mapping],
+    class_names: Sequence[str],
+    kid_subsets: int = 100,
+    inception: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+) -> dict:
+    """Faithfulness, fidelity and diversity of one synthetic set, judged by a segmenter trained on real data.
+
+    - faithfulness: Dice per class between the judge's segmentation of each synthetic image and its mask;
+    - fidelity: FID and KID between the judge's pooled encoder features of the synthetic images and of the real
+      ``pool`` images; both sets are first fitted to the synthetic images' size, then go through the same
+      resizing to the judge's input, so resolution alone does not count as infidelity;
+    - diversity: mean pairwise MS-SSIM between the samples of each mask (grouped by ``mask_index``).
+
+    Args:
+        judge: :class:`~monai_siamese.quality.Segmenter` trained on the real training pool.
+        synthetic_datalist: the synthetic datalist (``training`` split).
+        pool: the real reference entries.
+        class_names: names of the foreground classes.
+        kid_subsets: KID subsets.
+        inception: optional Inception feature extractor (adds ``fid_inception``/``kid_inception``).
+        seed: KID subset seed.
+    """
+    from monai_siamese.data import load_datalist
+    from monai_siamese.quality import (
+        faithfulness_dice,
+        frechet_distance,
+        kernel_inception_distance,
+        mean_pairwise_ms_ssim,
+    )
+
+    entries = load_datalist(synthetic_datalist, "training")
+    syn_size = image_shape(entries[0]["image"])
+    syn = load_images(judge.settings, entries, spatial_size=syn_size)
+    real = load_images(judge.settings, pool, spatial_size=syn_size)
+    dice = faithfulness_dice(judge, syn["image"], syn["label"], judge.num_classes)
+    f_syn, f_real = judge.features(syn["image"]), judge.features(real["image"])
+    kid, kid_std = kernel_inception_distance(f_real, f_syn, num_subsets=kid_subsets, seed=seed)
+    groups: dict[int, list[torch.Tensor]] = {}
+    for e, img in zip(entries, syn["image"]):
+        groups.setdefault(int(e.get("mask_index", -1)), []).append(img)
+    ms_ssim = mean_pairwise_ms_ssim([torch.stack(g) for g in groups.values()])
+    out = {
+        "pairs": len(entries),
+        "masks": len(groups),
+        "image_size": list(syn_size),
+        "faithfulness_dice": _class_table(dice, class_names),
+        "fid": frechet_distance(f_real, f_syn),
+        "kid": kid,
+        "kid_std": kid_std,
+        "ms_ssim": ms_ssim,
+        "real_reference_images": len(pool),
+    }
+    if inception is not None:
+        i_syn, i_real = inception(syn["image"]), inception(real["image"])
+        out["fid_inception"] = frechet_distance(i_real, i_syn)
+        out["kid_inception"] = kernel_inception_distance(i_real, i_syn, num_subsets=kid_subsets, seed=seed)[0]
+    return out
+
+
+def image_shape(path: str) -> tuple[int, ...]:
+    """Spatial shape ``(H, W)`` of a 2D image file (NIfTI or PNG) without loading it through MONAI."""
+    p = str(path)
+    if p.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return tuple(int(s) for s in nib.load(p).shape[:2])
+    from PIL import Image
+
+    with Image.open(p) as im:
+        return (im.size[0], im.size[1])

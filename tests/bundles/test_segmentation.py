@@ -1,0 +1,213 @@
+"""The segmentation bundle on tiny settings: ConfigWorkflow training and inference, real + synthetic batches at
+the configured ratio, a synthetic datalist read by a plain MONAI config, metadata, DDP, data validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import BUNDLES
+from monai.bundle import ConfigWorkflow
+
+from monai_siamese.cli import run_bundle
+from monai_siamese.data import SyntheticPairWriter, load_datalist
+
+BUNDLE = BUNDLES / "segmentation"
+TINY = {
+    "spatial_size": [32, 32],
+    "network_def#channels": [8, 16],
+    "network_def#strides": [2],
+    "network_def#num_res_units": 0,
+    "batch_size": 4,
+    "num_workers": 0,
+    "epoch_length": 2,
+    "num_iterations": 4,
+    "val_interval": 1,
+    "checkpoint_interval": 2,
+    "max_train_slices": 8,
+}
+
+
+def _dirs(tmp_path, demo_dir):
+    return {"dataset_dir": demo_dir, "ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "logs")}
+
+
+@pytest.fixture(scope="module")
+def synthetic_datalist(demo_dir, tmp_path_factory) -> str:
+    """A synthetic folder as the generator bundles write it (writer, records, datalist with ``synthetic: true``),
+    here from real demo slices with noise added, at 24 x 24 (another size than the real slices)."""
+    from monai_siamese.data import build_slice_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    entries = load_datalist(os.path.join(demo_dir, "datalist.json"), "training")[::11]
+    ds = build_slice_dataset(entries, num_classes=4, spatial_size=24)
+    writer = SyntheticPairWriter(out, method="unit_test", num_classes=4)
+    gen = torch.Generator().manual_seed(0)
+    for i, item in enumerate(ds):
+        lo, hi = item["intensity_range"].tolist()
+        image = (item["image"] + 0.1 * torch.randn(item["image"].shape, generator=gen)).clamp(-1, 1)
+        image = (image + 1) / 2 * (hi - lo) + lo
+        writer.write(f"pair_{i:03d}", image, item["label"], item["image"].affine, record={"seed": i, "mask_index": i})
+    return writer.finalize()["datalist"]
+
+
+def test_train_then_predict_nifti_with_geometry(tmp_path, demo_dir):
+    run_bundle(BUNDLE, ["train.json"], "training", "train", {**TINY, **_dirs(tmp_path, demo_dir)})
+    models = tmp_path / "models"
+    for name in ("model.pt", "model_final.pt", "checkpoint_final.pt"):
+        assert (models / name).is_file(), name
+    assert list((tmp_path / "logs").glob("events.out.tfevents*"))
+    infer = {
+        **{k: v for k, v in TINY.items() if k.startswith("network_def") or k == "spatial_size"},
+        "dataset_dir": demo_dir,
+        "ckpt_dir": str(models),
+        "output_dir": str(tmp_path / "pred"),
+    }
+    run_bundle(BUNDLE, ["inference.json"], "inference", "infer", infer)
+    test = load_datalist(os.path.join(demo_dir, "datalist.json"), "test")
+    preds = sorted((tmp_path / "pred").glob("*_seg.nii.gz"))
+    assert len(preds) == len(test)
+    src = nib.load(test[0]["label"])
+    pred = nib.load(str(tmp_path / "pred" / (Path(test[0]["image"]).name.replace(".nii.gz", "_seg.nii.gz"))))
+    # predicted at 32 x 32, inverted back onto the source slice's 128 x 128 grid and geometry
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4)
+    assert set(np.unique(pred.get_fdata())) <= {0, 1, 2, 3}
+
+
+def _workflow(tmp_path, demo_dir, **extra) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=[str(BUNDLE / "configs" / "train.json")],
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        run_id="training",
+        bundle_root=str(BUNDLE),
+        **{**TINY, **_dirs(tmp_path, demo_dir), **extra},
+    )
+    wf.initialize()
+    return wf
+
+
+@pytest.mark.parametrize("ratio,per_batch", [(0.25, 1), (0.5, 2)])
+def test_synthetic_items_fill_the_configured_share_of_every_batch(
+    tmp_path, demo_dir, synthetic_datalist, ratio, per_batch
+):
+    from ignite.engine import Events
+
+    wf = _workflow(
+        tmp_path,
+        demo_dir,
+        synthetic_datalist=synthetic_datalist,
+        synthetic_ratio=ratio,
+        num_iterations=6,
+        val_interval=3,
+    )
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    counts = []
+    trainer.add_event_handler(
+        Events.ITERATION_STARTED, lambda e: counts.append(int(torch.as_tensor(e.state.batch["synthetic"]).sum()))
+    )
+    wf.run()
+    assert trainer.state.iteration == 6  # the iteration budget does not grow with synthetic data
+    assert counts == [per_batch] * 6
+    assert len(wf.parser.get_parsed_content("train#synthetic_dataset")) == 6
+    real_only = _workflow(tmp_path / "real", demo_dir, num_iterations=2)
+    seen = []
+    t2 = real_only.parser.get_parsed_content("train#trainer")
+    t2.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(int(e.state.batch["synthetic"].sum())))
+    real_only.run()
+    assert seen == [0, 0]
+
+
+def test_synthetic_datalist_trains_a_plain_monai_pipeline(tmp_path, synthetic_datalist):
+    """A MONAI 2D segmentation set-up that knows nothing of this project reads the synthetic datalist unchanged."""
+    from monai.data import DataLoader, Dataset, load_decathlon_datalist
+    from monai.engines import SupervisedTrainer
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+    from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, ScaleIntensityd
+
+    data = load_decathlon_datalist(synthetic_datalist, is_segmentation=True, data_list_key="training")
+    transform = Compose(
+        [
+            LoadImaged(["image", "label"]),
+            EnsureChannelFirstd(["image", "label"]),
+            ScaleIntensityd("image"),
+            EnsureTyped(["image", "label"]),
+        ]
+    )
+    loader = DataLoader(Dataset(data, transform), batch_size=3, shuffle=True)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (3, 1, 24, 24) and batch["label"].shape == (3, 1, 24, 24)
+    assert set(torch.unique(batch["label"]).tolist()) <= {0, 1, 2, 3}
+    net = UNet(2, 1, 4, (8, 16), (2,))
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), 1e-3),
+        loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
+    )
+    trainer.run()
+    assert trainer.state.iteration == 2 and np.isfinite(trainer.state.output[0]["loss"])
+
+
+def test_metadata_verifies_against_schema():
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_metadata",
+            "--meta_file",
+            str(BUNDLE / "configs" / "metadata.json"),
+            "--filepath",
+            str(BUNDLES / "metadata_schema.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and "verified with no error" in (r.stdout + r.stderr)
+
+
+def test_bad_synthetic_file_fails_before_training(tmp_path, demo_dir, synthetic_datalist):
+    from monai_siamese.data import DataValidationError
+
+    content = json.loads(Path(synthetic_datalist).read_text())
+    content["training"][0]["image"] = "images/missing.nii.gz"
+    bad = Path(synthetic_datalist).parent / "bad_datalist.json"
+    bad.write_text(json.dumps(content))
+    with pytest.raises(Exception) as info:
+        run_bundle(
+            BUNDLE,
+            ["train.json"],
+            "training",
+            "train",
+            {**TINY, **_dirs(tmp_path, demo_dir), "synthetic_datalist": str(bad)},
+        )
+    err = info.value
+    while err is not None and not isinstance(err, DataValidationError):
+        err = err.__cause__ or err.__context__
+    assert isinstance(err, DataValidationError) and "missing.nii.gz: file not found" in str(err)
+    assert not (tmp_path / "models").exists()
+
+
+def test_ddp_two_cpu_processes(tmp_path, demo_dir, synthetic_datalist):
+    cfg = [str(BUNDLE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle",
+            "run", "training", "--config_file", str(cfg)]  # fmt: skip
+    over = {**TINY, **_dirs(tmp_path, demo_dir), "bundle_root": str(BUNDLE), "synthetic_datalist": synthetic_datalist}
+    for k, v in over.items():
+        args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "models" / "checkpoint_final.pt").is_file() and (tmp_path / "models" / "model.pt").is_file()

@@ -1,0 +1,63 @@
+"""Real + synthetic batches: a fixed synthetic fraction of every batch, equal coverage, determinism."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from monai_siamese.data import MixedBatchSampler, load_synthetic_datalists, synthetic_per_batch, tag_entries
+from monai_siamese.data.datalist import DatalistError
+
+
+@pytest.mark.parametrize("ratio,expected", [(0.0, 0), (0.25, 2), (0.5, 4), (1.0, 8)])
+def test_every_batch_has_the_same_number_of_synthetic_items(ratio, expected):
+    sampler = MixedBatchSampler(num_real=10, num_synthetic=7, batch_size=8, synthetic_ratio=ratio, seed=3)
+    batches = list(sampler) + list(sampler)  # two passes: the streams continue
+    assert batches and all(len(b) == 8 for b in batches)
+    assert all(sum(i >= 10 for i in b) == expected for b in batches)
+    assert all(0 <= i < 17 for b in batches for i in b)
+
+
+def test_streams_cover_items_evenly_and_are_deterministic():
+    a = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=1)
+    assert len(a) == 4  # one pass over the real items: 12 / 3 real per batch
+    idx = [i for _ in range(3) for b in a for i in b]
+    real = Counter(i for i in idx if i < 12)
+    assert set(real) == set(range(12)) and set(real.values()) == {3}  # three passes, each item once per pass
+    syn = Counter(i for i in idx if i >= 12)
+    assert set(syn) == set(range(12, 17)) and max(syn.values()) - min(syn.values()) <= 1
+    b = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=1)
+    assert [i for _ in range(3) for bb in b for i in bb] == idx
+    c = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=2)
+    assert [i for _ in range(3) for bb in c for i in bb] != idx
+
+
+def test_no_synthetic_data_means_plain_real_batches():
+    s = MixedBatchSampler(num_real=6, num_synthetic=0, batch_size=4, synthetic_ratio=0.5)
+    assert s.n_synthetic == 0 and s.n_real == 4 and all(max(b) < 6 for b in s)
+
+
+def test_invalid_ratios_fail_clearly():
+    with pytest.raises(ValueError, match="rounds to 0"):
+        synthetic_per_batch(2, 0.1, num_synthetic=5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        MixedBatchSampler(num_real=4, num_synthetic=4, batch_size=4, synthetic_ratio=1.5)
+
+
+def test_synthetic_datalists_are_tagged_and_reduced_to_common_keys(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        entries = [{"image": f"images/{name}{i}.nii.gz", "label": f"labels/{name}{i}.nii.gz", "synthetic": True,
+                    "seed": i, "method": "m"} for i in range(2)]  # fmt: skip
+        (tmp_path / name / "datalist.json").write_text(json.dumps({"training": entries}))
+    out = load_synthetic_datalists([tmp_path / "a" / "datalist.json", str(tmp_path / "b" / "datalist.json")])
+    assert len(out) == 4 and all(set(e) == {"image", "label", "synthetic"} and e["synthetic"] for e in out)
+    assert out[0]["image"] == str((tmp_path / "a" / "images" / "a0.nii.gz").resolve())
+    assert load_synthetic_datalists(None) == [] and load_synthetic_datalists([]) == []
+    real = tag_entries([{"image": "x", "label": "y", "slice_index": 3}])
+    assert real == [{"image": "x", "label": "y", "synthetic": False}]
+    (tmp_path / "c.json").write_text(json.dumps({"training": [{"image": "x", "label": "y"}]}))
+    with pytest.raises(DatalistError, match="not marked synthetic"):
+        load_synthetic_datalists(tmp_path / "c.json", require_flag=True)

@@ -14,7 +14,9 @@ from typing import Any
 
 __all__ = ["main", "bundles_dir", "run_bundle", "run_demo"]
 
-METHODS = ("seg_guided_diffusion", "siamese_diffusion")
+METHODS = ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft")
+#: methods that fine-tune another bundle's model: the demo trains that base model first
+BASE_METHOD = {"meddiff_ft": "seg_guided_diffusion"}
 
 
 def bundles_dir() -> Path:
@@ -145,6 +147,21 @@ def run_demo(
     train_over: dict[str, Any] = {**paths, "log_dir": str(out / "logs"), "sample_dir": str(out / "samples")}
     if iterations is not None:
         train_over["num_iterations"] = iterations
+    if method in BASE_METHOD:
+        base_dir = out / "base"
+        weights = base_dir / "models" / "model.safetensors"
+        if not weights.is_file():
+            print(f"[demo] {method} fine-tunes a {BASE_METHOD[method]} model: training it first", flush=True)
+            base_over = {
+                "ckpt_dir": str(base_dir / "models"),
+                "log_dir": str(base_dir / "logs"),
+                "sample_dir": str(base_dir / "samples"),
+                "dataset_dir": data,
+            }
+            if iterations is not None:
+                base_over["num_iterations"] = iterations
+            run_bundle(bundles_dir() / BASE_METHOD[method], ["train.json", "demo.json"], "run", "train", base_over)
+        train_over["pretrained_path"] = str(weights)
     run_bundle(bundle, ["train.json", "demo.json"], "run", "train", train_over)
     t_train = time.time()
     print(f"[demo] training done ({t_train - t_data:.0f}s), sample grids in {out / 'samples'}", flush=True)

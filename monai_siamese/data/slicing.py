@@ -84,7 +84,13 @@ def iter_slices(
         image = label
     if image.ndim == 3:
         out = dict(item)
-        out.update(source_image=src_img, source_label=src_lab, slice_index=-1, slice_axis=-1)
+        # a pre-sliced 2D file may carry its slice index in the datalist entry
+        out.update(
+            source_image=src_img,
+            source_label=src_lab,
+            slice_index=int(item.get("slice_index", -1)),
+            slice_axis=int(item.get("slice_axis", -1)),
+        )
         yield out
         return
     if image.ndim != 4:

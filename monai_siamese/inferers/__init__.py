@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
+from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 
-__all__ = ["ConditionalSampler", "Job", "LatentInterpolation", "PairGenerator", "sample_seed", "seeded_noise"]
+__all__ = [
+    "DynamicGuidingMask",
+    "InpaintJobs",
+    "ConditionalSampler",
+    "Job",
+    "LatentInterpolation",
+    "PairGenerator",
+    "sample_seed",
+    "seeded_noise",
+]

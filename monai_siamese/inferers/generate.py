@@ -62,6 +62,8 @@ class PairGenerator:
         device: device (default: cuda when available).
         interpolation_lambda: latent interpolation weight with the mask's real image (None: off).
         interpolation_t: timestep of the interpolation.
+        prepare_fn: replaces a batch's items before sampling, given the items and the jobs' seeds (e.g. a new
+            generated mask per job); the written label is the prepared item's ``label``.
         condition_fn: builds the denoiser condition from a list of items (default: stack ``cond``).
         hooks_fn: builds per-step hooks for a batch (guiding-mask blending), given the items and the seeds.
         quality_filter: optional filter; rejected pairs are counted by reason and not written.
@@ -84,6 +86,7 @@ class PairGenerator:
         device: torch.device | str | None = None,
         interpolation_lambda: float | None = None,
         interpolation_t: int = 500,
+        prepare_fn: Callable[[Sequence[Mapping], Sequence[int]], Sequence[Mapping]] | None = None,
         condition_fn: Callable[[Sequence[Mapping]], torch.Tensor] | None = None,
         hooks_fn: Callable[[Sequence[Mapping], Sequence[int]], Sequence] | None = None,
         quality_filter: QualityFilter | None = None,
@@ -103,6 +106,7 @@ class PairGenerator:
         self.device = torch.device(device) if device is not None else default_device()
         self.interpolation_lambda = interpolation_lambda
         self.interpolation_t = interpolation_t
+        self.prepare_fn = prepare_fn
         self.condition_fn = condition_fn
         self.hooks_fn = hooks_fn
         self.quality_filter = quality_filter
@@ -133,8 +137,10 @@ class PairGenerator:
 
     def _sample(self, jobs: Sequence[Job]) -> tuple[torch.Tensor, list[Mapping]]:
         items = [self.dataset[j.mask_index] for j in jobs]
-        cond = self._condition(items)
         seeds = [j.seed for j in jobs]
+        if self.prepare_fn is not None:
+            items = list(self.prepare_fn(items, seeds))
+        cond = self._condition(items)
         spatial = tuple(cond.shape[2:])
         noise = seeded_noise((self.image_channels, *spatial), seeds, self.device)
         interp = None
@@ -166,6 +172,8 @@ class PairGenerator:
         }
         if self.interpolation_lambda is not None:
             record["interpolation"] = {"lambda": self.interpolation_lambda, "t": self.interpolation_t}
+        if "mask_generated" in item:
+            record["mask_generated"] = bool(item["mask_generated"])
         self.writer.write(
             job.name,
             from_unit_range(image.cpu(), lo, hi),

@@ -22,7 +22,13 @@ from monai_siamese.networks.siamese import (
     predict_x0,
     set_unet_mode,
 )
-from monai_siamese.networks.weights import load_state_dict_file, load_weights, save_weights
+from monai_siamese.networks.weights import (
+    adapt_input_channels,
+    load_pretrained,
+    load_state_dict_file,
+    load_weights,
+    save_weights,
+)
 
 __all__ = [
     "ConcatConditionedUNet",
@@ -31,11 +37,13 @@ __all__ = [
     "SiameseDiffusionNetwork",
     "UNetFeatures",
     "UNetMode",
+    "adapt_input_channels",
     "controlnet_residuals",
     "diffusion_target",
     "hint_channels",
     "hint_downsample_factor",
     "init_controlnet_from_unet",
+    "load_pretrained",
     "load_pretrained_unet",
     "load_state_dict_file",
     "load_weights",

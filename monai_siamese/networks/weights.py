@@ -11,7 +11,7 @@ from torch import nn
 
 from monai_siamese.utils import atomic_path
 
-__all__ = ["load_state_dict_file", "load_weights", "save_weights"]
+__all__ = ["load_state_dict_file", "load_weights", "load_pretrained", "save_weights", "adapt_input_channels"]
 
 _NESTED_KEYS = ("ema", "model", "network", "state_dict", "unet")
 
@@ -44,11 +44,60 @@ def load_state_dict_file(path: str | os.PathLike, key: str | None = None) -> dic
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike, key: str | None = None, strict: bool = True) -> nn.Module:
-    """Load weights from ``path`` into ``module`` (see :func:`load_state_dict_file`); returns the module."""
+def adapt_input_channels(
+    state: Mapping[str, torch.Tensor], target: nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fit weights whose input channels differ from ``target``'s (e.g. a segmentation-guided UNet with image + mask
+    channels loaded into an inpainting UNet with image + mask + masked-image channels).
+
+    For every tensor of the state whose shape differs from the target's only in dimension 1 (the input channels
+    of a convolution), the shared leading channels are copied and extra target channels are zero-initialised, so
+    the adapted network initially ignores the new inputs and behaves as the pretrained one. Returns the adapted
+    state and the names of the adapted tensors.
+    """
+    own = target.state_dict()
+    out, adapted = dict(state), []
+    for k, v in state.items():
+        if k not in own or own[k].shape == v.shape:
+            continue
+        w = own[k]
+        if v.ndim == w.ndim and v.ndim >= 2 and v.shape[0] == w.shape[0] and v.shape[2:] == w.shape[2:]:
+            new = torch.zeros_like(w)
+            n = min(v.shape[1], w.shape[1])
+            new[:, :n] = v[:, :n]
+            out[k] = new
+            adapted.append(k)
+    return out, adapted
+
+
+def load_weights(
+    module: nn.Module,
+    path: str | os.PathLike,
+    key: str | None = None,
+    strict: bool = True,
+    adapt_channels: bool = False,
+) -> nn.Module:
+    """Load weights from ``path`` into ``module`` (see :func:`load_state_dict_file`); returns the module.
+
+    Args:
+        module: target network.
+        path: ``.safetensors`` or ``torch.save`` file.
+        key: entry of a multi-object checkpoint.
+        strict: raise on missing / unexpected / mismatched keys.
+        adapt_channels: fit convolutions whose input channels differ (see :func:`adapt_input_channels`).
+    """
     state = load_state_dict_file(path, key)
     target = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-    missing, unexpected = target.load_state_dict(state, strict=False)
+    if adapt_channels:
+        state, adapted = adapt_input_channels(state, target)
+        if adapted:
+            import logging
+
+            logging.getLogger(__name__).info(f"{path}: adapted input channels of {adapted}")
+    try:
+        missing, unexpected = target.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise RuntimeError(f"{path}: weights do not fit the network ({str(e).splitlines()[-1].strip()})") from e
     if strict and (missing or unexpected):
         raise RuntimeError(
             f"{path}: weights do not match the network: {len(missing)} missing (e.g. {missing[:3]}), "
@@ -73,3 +122,23 @@ def save_weights(module: nn.Module | Mapping[str, torch.Tensor], path: str | os.
         else:
             torch.save(state, tmp)
     return str(path)
+
+
+def load_pretrained(module: nn.Module, path: str | os.PathLike | None, purpose: str = "fine-tuning") -> nn.Module:
+    """Initialise ``module`` from a pretrained checkpoint for fine-tuning, adapting input channels (see
+    :func:`adapt_input_channels`); a missing path is an error that says how to make one.
+
+    ``path`` may be a weights file or a bundle folder (its ``models/model.safetensors`` is used).
+    """
+    if path is None or str(path).lower() in ("", "none"):
+        raise ValueError(f"{purpose}: pretrained_path is not set; give a weights file or a trained bundle folder")
+    p = Path(path)
+    if p.is_dir():
+        p = p / "models" / "model.safetensors" if (p / "models").is_dir() else p / "model.safetensors"
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"{purpose}: pretrained weights {p} not found. Train the base model first, e.g. "
+            "python -m monai.bundle run training --config_file bundles/seg_guided_diffusion/configs/train.json "
+            "(same network settings), or set --pretrained_path to a weights file"
+        )
+    return load_weights(module, p, adapt_channels=True)

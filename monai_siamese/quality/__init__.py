@@ -14,6 +14,13 @@ from monai_siamese.quality.fidelity import (
     ms_ssim_kernel_size,
     ms_ssim_settings,
 )
+from monai_siamese.quality.filter import (
+    FeatureSpaceQualityFilter,
+    QualityTest,
+    build_quality_filter,
+    class_means,
+    per_class_dice,
+)
 from monai_siamese.quality.segmenter import (
     SPEC_FILE,
     FeaturePool,
@@ -30,9 +37,13 @@ __all__ = [
     "MS_SSIM_WEIGHTS",
     "SPEC_FILE",
     "FeaturePool",
+    "FeatureSpaceQualityFilter",
     "InceptionFeatures",
+    "QualityTest",
     "Segmenter",
     "SegmenterSettings",
+    "build_quality_filter",
+    "class_means",
     "default_feature_layers",
     "encoder_features",
     "faithfulness_dice",
@@ -43,6 +54,7 @@ __all__ = [
     "ms_ssim_kernel_size",
     "ms_ssim_settings",
     "nanmean_per_class",
+    "per_class_dice",
     "per_class_scores",
     "save_segmenter_spec",
     "settings_dict",

@@ -15,8 +15,26 @@ from monai_siamese.transforms.mask import (
     mask_channels,
     null_condition_like,
 )
+from monai_siamese.transforms.mask_generator import MaskStatistics, RandStochasticMaskd, StochasticMaskGenerator
+from monai_siamese.transforms.morphology import (
+    ErodeLabeld,
+    InpaintConditiond,
+    distance_outside,
+    editable_region,
+    erode_label,
+    structure_size,
+)
 
 __all__ = [
+    "ErodeLabeld",
+    "InpaintConditiond",
+    "MaskStatistics",
+    "RandStochasticMaskd",
+    "StochasticMaskGenerator",
+    "distance_outside",
+    "editable_region",
+    "erode_label",
+    "structure_size",
     "NULL_CONDITION",
     "BatchMaskAblation",
     "EncodeMaskd",

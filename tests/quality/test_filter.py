@@ -1,0 +1,74 @@
+"""The feature-space quality filter: each test rejects what it should, and only that."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from monai_siamese.quality.filter import FeatureSpaceQualityFilter, per_class_dice
+
+
+def _pairs(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(n, 1, 16, 16, dtype=torch.long)
+    images = torch.full((n, 1, 16, 16), -1.0)
+    for i in range(n):
+        r = 3 + i % 3
+        labels[i, 0, 8 - r : 8 + r, 8 - r : 8 + r] = 1
+        labels[i, 0, 7:9, 7:9] = 2
+        images[i][labels[i] == 1] = 0.2
+        images[i][labels[i] == 2] = 0.8
+        images[i] += 0.02 * torch.randn(1, 16, 16, generator=g)
+    return images, labels
+
+
+class OracleSegmenter(torch.nn.Module):
+    """Thresholds the intensity: the right answer for the synthetic pairs above."""
+
+    def forward(self, x):
+        lab = (x[:, 0] > -0.5).long() + (x[:, 0] > 0.5).long()
+        return F.one_hot(lab, 3).permute(0, 3, 1, 2).float()
+
+
+def _features(x):
+    return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), (x > 0.5).float().mean((1, 2, 3))], 1)
+
+
+def test_per_class_dice():
+    a = torch.tensor([[0, 1, 1, 2]])
+    torch.testing.assert_close(per_class_dice(a, a, 3), torch.tensor([[1.0, 1.0]]))
+    d = per_class_dice(a, torch.tensor([[0, 1, 0, 0]]), 3)
+    assert abs(float(d[0, 0]) - 2 / 3) < 1e-6 and float(d[0, 1]) == 0
+
+
+def test_filter_accepts_good_and_rejects_each_failure():
+    real_img, real_lab = _pairs(12)
+    good_img, good_lab = _pairs(4, seed=1)
+    full = FeatureSpaceQualityFilter(OracleSegmenter(), _features, real_img, real_lab, num_classes=3, k=2)
+    assert all(ok for ok, _ in full(good_img, good_lab))
+    # unfaithful: the mask is shifted away from what the image shows
+    shifted = torch.roll(good_lab[:1], shifts=5, dims=-1)
+    # outlier: a much brighter background (the oracle still reads it as background)
+    bright = torch.where(good_lab[1:2] == 0, torch.full_like(good_img[1:2], -0.6), good_img[1:2])
+    # intensity: class 1 at 0.45 (still class 1 for the oracle), far outside 0.2 +- 3 sigma
+    dim = torch.where(good_lab[2:3] == 1, torch.full_like(good_img[2:3], 0.45), good_img[2:3])
+    cases = {
+        "faithfulness": (good_img[:1], shifted),
+        "outlier": (bright, good_lab[1:2]),
+        "intensity": (dim, good_lab[2:3]),
+    }
+    for name, (img, lab) in cases.items():
+        only = FeatureSpaceQualityFilter(OracleSegmenter(), _features, real_img, real_lab, 3, tests=[name], k=2)
+        assert only(img, lab) == [(False, name)], name
+        assert only(good_img, good_lab) == [(True, None)] * 4, name
+    # all tests: the first failing one is the reason, and counts add up
+    verdicts = full(torch.cat([good_img[:1], good_img[3:]]), torch.cat([shifted, good_lab[3:]]))
+    assert verdicts == [(False, "faithfulness"), (True, None)]
+    assert full.counts["faithfulness"] == 1
+
+
+def test_filter_resizes_to_the_segmenter_size():
+    real_img, real_lab = _pairs(8)
+    filt = FeatureSpaceQualityFilter(OracleSegmenter(), _features, real_img, real_lab, 3, k=2, input_size=(32, 32))
+    img, lab = _pairs(2, seed=3)
+    assert all(ok for ok, _ in filt(img, lab))

@@ -155,8 +155,12 @@ class EvaluationConfig:
         gen_train_configs: generator training config files.
         gen_infer_configs: generator sampling config files.
         gen_iterations: generator training iterations per regime and seed (None: the config's).
+        finetune_iterations: iterations of generators that fine-tune a base generator (MedDiff-FT; None: the
+            config's). The base generator is trained first on the same N pairs, with ``gen_iterations``.
         gen_overrides: further generator training overrides.
         gen_infer_overrides: further generator sampling overrides (``num_inference_steps``...).
+        method_overrides: per generator bundle, overrides of its training and sampling on top of the above (the
+            bundles name their network settings differently, e.g. ``network_def#channels`` / ``unet_def#channels``).
         samples_per_mask: synthetic samples per conditioning mask.
         mask_source: registered mask source (``regime``, ``datalist`` or a registered generator).
         mask_datalist: datalist of the ``datalist`` mask source.
@@ -191,8 +195,10 @@ class EvaluationConfig:
     gen_train_configs: list[str] = field(default_factory=lambda: ["train.json", "demo.json"])
     gen_infer_configs: list[str] = field(default_factory=lambda: ["inference.json", "demo.json"])
     gen_iterations: int | None = 300
+    finetune_iterations: int | None = None
     gen_overrides: dict[str, Any] = field(default_factory=dict)
     gen_infer_overrides: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples_per_mask: int = 4
     mask_source: str = MaskSource.REGIME.value
     mask_datalist: str | None = None
@@ -270,14 +276,15 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
             gen_infer_overrides={"num_inference_steps": 50},
             samples_per_mask=8,
         )
-    tiny_gen = {
-        "spatial_size": [32, 32],
-        "network_def#channels": [8, 16],
-        "network_def#attention_levels": [False, False],
-        "network_def#num_res_blocks": 1,
-        "network_def#num_head_channels": 8,
-        "network_def#norm_num_groups": 8,
+    tiny_net = {
+        "channels": [8, 16],
+        "attention_levels": [False, False],
+        "num_res_blocks": 1,
+        "num_head_channels": 8,
+        "norm_num_groups": 8,
     }
+    tiny_concat = {f"network_def#{k}": v for k, v in tiny_net.items()}
+    tiny_siamese = {**{f"unet_def#{k}": v for k, v in tiny_net.items()}, "hint_channels": [8]}
     return EvaluationConfig(
         preset=preset.value,
         regimes=[4],
@@ -288,8 +295,9 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
         seg_overrides={"network_def#channels": [8, 16], "network_def#strides": [2], "network_def#num_res_units": 0},
         synthetic_ratio=0.5,
         gen_iterations=2,
+        finetune_iterations=2,
         gen_overrides={
-            **tiny_gen,
+            "spatial_size": [32, 32],
             "batch_size": 4,
             "epoch_length": 2,
             "checkpoint_interval": 2,
@@ -298,7 +306,13 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
             "warmup_steps": 1,
             "ema_warmup_iters": 2,
         },
-        gen_infer_overrides={**tiny_gen, "num_inference_steps": 2},
+        # the micro run's segmenters are untrained: MedDiff-FT's quality filter would reject every sample
+        gen_infer_overrides={"spatial_size": [32, 32], "num_inference_steps": 2, "use_quality_filter": False},
+        method_overrides={
+            "seg_guided_diffusion": tiny_concat,
+            "meddiff_ft": tiny_concat,
+            "siamese_diffusion": tiny_siamese,
+        },
         samples_per_mask=2,
         kid_subsets=10,
         grid_masks=2,

@@ -52,6 +52,9 @@ from monai_siamese.evaluation.steps import (
 )
 from monai_siamese.utils import atomic_write_json, versions
 
+#: generator bundles that fine-tune another bundle's model (trained first, on the same N pairs)
+BASE_METHOD = {"meddiff_ft": "seg_guided_diffusion"}
+
 __all__ = ["REAL_ARM", "run_evaluation", "resolve_config"]
 
 #: name of the real-only arm
@@ -191,9 +194,50 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             )
             regime_datalist = draw["datalist"]
             generator_datalist = draw.get("generator_datalist", regime_datalist)
+            seeds = training_seeds(cfg, draw_seed)
+
+            def segmentation_arm(arm: str, seed: int, synthetic_datalist: str | None = None) -> Path:
+                tag = run_tag(n, draw_seed, seed)
+                arm_dir = out / "runs" / arm / tag
+                _log(f"segmentation {arm}, N={n}, draw {draw_seed}, seed {seed}")
+                cached_step(
+                    arm_dir / "train",
+                    lambda: train_segmentation(
+                        seg_bundle,
+                        cfg.seg_configs,
+                        regime_datalist,
+                        arm_dir,
+                        seed,
+                        synthetic_datalist=synthetic_datalist,
+                        synthetic_ratio=cfg.synthetic_ratio if arm != REAL_ARM else 0.0,
+                        **seg_common,
+                    ),
+                    _log,
+                )
+                cached_step(
+                    arm_dir / "test",
+                    lambda: score_segmentation(
+                        arm_dir / "models" / "model_final.pt", test, cfg.class_names, cfg.device
+                    ),
+                    _log,
+                )
+                return arm_dir
+
+            # the real-only arm first: its segmenter (the draw's N pairs only) also serves generators that filter
+            # their samples with a segmenter (MedDiff-FT), so no generator sees more real data than the regime
+            real_dirs = [segmentation_arm(REAL_ARM, seed) for seed in seeds]
             synthetic: dict[str, str] = {}
-            for method in cfg.methods:  # one generator per regime and draw, trained on the draw's N pairs only
+            trained: dict[str, Path] = {}
+
+            def train_method(method: str) -> Path:
+                if method in trained:
+                    return trained[method]
                 gen_dir = out / "generators" / method / dtag
+                over = {**cfg.gen_overrides, **cfg.method_overrides.get(method, {}), **data_over}
+                base = BASE_METHOD.get(method)
+                if base is not None:  # fine-tuning: the base model is trained on the same N pairs first
+                    over["pretrained_path"] = str(train_method(base) / "models" / "model.safetensors")
+                    over["num_real_pairs"] = None  # every pair of the regime
                 _log(f"generator {method}, N={n}, draw {draw_seed}")
                 cached_step(
                     gen_dir / "train",
@@ -203,13 +247,25 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                         generator_datalist,
                         gen_dir,
                         draw_seed,
-                        cfg.gen_iterations,
-                        {**cfg.gen_overrides, **data_over},
+                        cfg.gen_iterations if base is None else cfg.finetune_iterations,
+                        over,
                     ),
                     _log,
                 )
+                trained[method] = gen_dir
+                return gen_dir
+
+            for method in cfg.methods:  # one generator per regime and draw, trained on the draw's N pairs only
+                gen_dir = train_method(method)
                 ctx = MaskContext(regime_datalist, n, draw_seed, str(gen_dir / "masks"), cfg.num_classes, cfg)
                 masks, split = mask_source(cfg.mask_source)(ctx)
+                infer_over = {**cfg.gen_infer_overrides, **cfg.method_overrides.get(method, {}), **data_over}
+                if method in BASE_METHOD:  # canvases = the regime's pairs; as many pairs as the other methods
+                    infer_over.update(
+                        num_real_pairs=None,
+                        num_pairs=n * cfg.samples_per_mask,
+                        segmenter_path=str(real_dirs[0] / "models"),
+                    )
                 synth = cached_step(
                     gen_dir / "sample",
                     lambda: sample_generator(
@@ -221,7 +277,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                         gen_dir,
                         draw_seed,
                         cfg.samples_per_mask,
-                        {**cfg.gen_infer_overrides, **data_over},
+                        infer_over,
                     ),
                     _log,
                 )
@@ -233,32 +289,9 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                     ),
                     _log,
                 )
-            for seed in training_seeds(cfg, draw_seed):  # every arm: same slices, same seed, same budget
-                tag = run_tag(n, draw_seed, seed)
-                for arm in [REAL_ARM, *cfg.methods]:
-                    arm_dir = out / "runs" / arm / tag
-                    _log(f"segmentation {arm}, N={n}, draw {draw_seed}, seed {seed}")
-                    cached_step(
-                        arm_dir / "train",
-                        lambda: train_segmentation(
-                            seg_bundle,
-                            cfg.seg_configs,
-                            regime_datalist,
-                            arm_dir,
-                            seed,
-                            synthetic_datalist=synthetic.get(arm),
-                            synthetic_ratio=cfg.synthetic_ratio if arm != REAL_ARM else 0.0,
-                            **seg_common,
-                        ),
-                        _log,
-                    )
-                    cached_step(
-                        arm_dir / "test",
-                        lambda: score_segmentation(
-                            arm_dir / "models" / "model_final.pt", test, cfg.class_names, cfg.device
-                        ),
-                        _log,
-                    )
+            for seed in seeds:  # every arm: same slices, same seed, same budget
+                for method in cfg.methods:
+                    segmentation_arm(method, seed, synthetic[method])
     results = collect_results(out, cfg)
     report = write_report(out, cfg, results, command, wall_seconds=time.time() - t_start)
     _log(f"report: {report}")

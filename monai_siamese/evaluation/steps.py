@@ -273,6 +273,16 @@ def sample_generator(
     run_bundle(bundle, list(configs), "run", "infer", over)
     datalist = out / "datalist.json"
     n = len(json.loads(datalist.read_text())["training"])
+    if n == 0:
+        counts = (
+            json.loads((out / "manifest.json").read_text()).get("counts", {})
+            if (out / "manifest.json").is_file()
+            else {}
+        )
+        raise RuntimeError(
+            f"{bundle}: the generator wrote no pairs to {out} (counts: {counts}); with a quality filter, every sample "
+            "was rejected: train the generator longer or loosen the filter (use_quality_filter, quality_*)"
+        )
     return {"datalist": str(datalist), "pairs": n, "overrides": _plain(over)}
 
 

@@ -14,8 +14,10 @@ A generated pair is rejected, with the first failing reason counted, when
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -158,10 +160,21 @@ class FeatureSpaceQualityFilter:
         return [(r is None, r) for r in reasons]
 
 
+class _LogitsModule(nn.Module):
+    """A :class:`~monai_siamese.quality.Segmenter` as a module returning logits at the input's size."""
+
+    def __init__(self, segmenter: Any) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.segmenter.predict_logits(images.cpu())
+
+
 def build_quality_filter(
     real_dataset: Sequence[Mapping],
     num_classes: int,
-    segmenter: nn.Module | None = None,
+    segmenter: nn.Module | str | os.PathLike | Any | None = None,
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     tests: Sequence[str] | None = None,
     image_key: str = "image",
@@ -170,7 +183,20 @@ def build_quality_filter(
 ) -> FeatureSpaceQualityFilter:
     """A :class:`FeatureSpaceQualityFilter` fitted on the items of ``real_dataset`` (e.g. the real pairs the
     generator was fine-tuned on). Without ``tests``, every test whose ingredients are given runs: ``intensity``
-    always, ``faithfulness`` with a segmenter, ``outlier`` with a feature function."""
+    always, ``faithfulness`` with a segmenter, ``outlier`` with a feature function.
+
+    ``segmenter`` may be a network (logits), a :class:`~monai_siamese.quality.Segmenter` or the path of a trained
+    segmentation bundle / checkpoint (loaded with :func:`~monai_siamese.quality.load_segmenter`); a
+    :class:`~monai_siamese.quality.Segmenter` also gives the feature function (its pooled encoder features) when
+    ``feature_fn`` is None. Its network size is handled by the segmenter (images are resized to it)."""
+    if isinstance(segmenter, (str, os.PathLike)):
+        from monai_siamese.quality.segmenter import load_segmenter
+
+        segmenter = load_segmenter(segmenter, device=kwargs.get("device"))
+    if hasattr(segmenter, "predict_logits") and hasattr(segmenter, "features"):
+        if feature_fn is None:
+            feature_fn = segmenter.features
+        segmenter = _LogitsModule(segmenter)
     images = torch.stack([torch.as_tensor(d[image_key]).float() for d in real_dataset])
     labels = torch.stack([torch.as_tensor(d[label_key]).long() for d in real_dataset])
     if tests is None:

@@ -118,13 +118,25 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     assert (out / "figures" / "dice_by_regime.png").stat().st_size > 1000
     assert (out / "figures" / "samples_seg_guided_diffusion_N004_d0.png").is_file()
     results = json.loads((out / "results.json").read_text())
+    methods = discover_methods(BUNDLES)
+    assert {"seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"} <= set(methods)
     assert {(r["arm"], r["regime"], r["draw"], r["seed"]) for r in results["runs"]} == {
-        ("real", 4, 0, 0),
-        ("seg_guided_diffusion", 4, 0, 0),
+        (arm, 4, 0, 0) for arm in ["real", *methods]
     }
     for run in results["runs"]:
         assert set(run["dice"]) == {"CSF", "GM", "WM", "mean"} and 0 <= run["dice"]["mean"] <= 1
-    q = results["quality"][0]
+    # MedDiff-FT fine-tunes the seg-guided generator of the same draw and filters with the draw's real-only
+    # segmenter: it sees no other real data than the regime's N pairs
+    mft = json.loads((out / "generators" / "meddiff_ft" / "N004_d0" / "train" / "result.json").read_text())
+    assert (
+        Path(mft["overrides"]["pretrained_path"]).parent
+        == out / "generators" / "seg_guided_diffusion" / "N004_d0" / "models"
+    )
+    assert mft["overrides"]["datalist"] == gen_datalist_path(out) and mft["iterations"] == 2
+    mft_sample = json.loads((out / "generators" / "meddiff_ft" / "N004_d0" / "sample" / "result.json").read_text())
+    assert Path(mft_sample["overrides"]["segmenter_path"]) == out / "runs" / "real" / "N004_d0_s0" / "models"
+    assert mft_sample["pairs"] == 8
+    q = next(q for q in results["quality"] if q["method"] == "seg_guided_diffusion")
     assert q["pairs"] == 8 and q["masks"] == 4 and np.isfinite(q["fid"]) and 0 <= q["ms_ssim"] <= 1
     # fairness: the generator trained on the regime datalist only; its masks are the regime's; same budget
     regime = json.loads((out / "draws" / "N004_d0" / "datalist.json").read_text())
@@ -149,6 +161,10 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     before = (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.count("done already") >= 8 and r.stdout.count("finished in") == 1
+    assert r.stdout.count("done already") >= 8 + 3 * (len(methods) - 1) and r.stdout.count("finished in") == 1
     assert (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns == before
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+
+
+def gen_datalist_path(out: Path) -> str:
+    return str(out / "draws" / "N004_d0" / "generator_datalist.json")

@@ -72,3 +72,33 @@ def test_filter_resizes_to_the_segmenter_size():
     filt = FeatureSpaceQualityFilter(OracleSegmenter(), _features, real_img, real_lab, 3, k=2, input_size=(32, 32))
     img, lab = _pairs(2, seed=3)
     assert all(ok for ok, _ in filt(img, lab))
+
+
+def test_build_quality_filter_loads_a_segmenter_by_path(tmp_path):
+    """A segmentation checkpoint path turns on the faithfulness and outlier tests (features from its encoder)."""
+    from conftest import BUNDLES
+    from monai.networks.nets import UNet
+
+    from monai_siamese.networks import save_weights
+    from monai_siamese.quality import Segmenter, build_quality_filter, save_segmenter_spec
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, (8, 16, 32), (2, 2), num_res_units=0)
+    save_weights(net, tmp_path / "models" / "model_final.pt")
+    tiny = {
+        "num_classes": 3,
+        "spatial_size": [16, 16],
+        "network_def#channels": [8, 16, 32],
+        "network_def#strides": [2, 2],
+        "network_def#num_res_units": 0,
+    }
+    save_segmenter_spec(tmp_path / "models", BUNDLES / "segmentation", ["train.json"], tiny, weights="model_final.pt")
+    images, labels = _pairs(8)
+    real = [{"image": images[i], "label": labels[i]} for i in range(8)]
+    filt = build_quality_filter(real, 3, segmenter=str(tmp_path / "models"), device="cpu", dice_threshold=0.99)
+    assert [t.value for t in filt.tests] == ["faithfulness", "outlier", "intensity"]
+    seg = Segmenter(net, filt.segmenter.segmenter.settings, device="cpu")
+    assert torch.allclose(filt.feature_fn(images), seg.features(images), atol=1e-5)
+    # an untrained network disagrees with the masks: every pair fails faithfulness first
+    verdicts = filt(images, labels)
+    assert verdicts == [(False, "faithfulness")] * 8 and filt.counts["faithfulness"] == 8

@@ -529,3 +529,15 @@ class DiffusersSiameseNetwork(SiameseDiffusionNetwork):
 
     def decoder_view(self) -> nn.Module:
         return _FullPass(self.unet)
+
+    def frozen_decode(self, features: _InputFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+        # activation checkpointing recomputes with the module's own parameters, not the detached ones that
+        # functional_call swapped in (so the recomputed graph differs): this pass keeps its activations instead
+        flagged = [m for m in self.unet.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        for m in flagged:
+            m.gradient_checkpointing = False
+        try:
+            return super().frozen_decode(features, down, mid)
+        finally:
+            for m in flagged:
+                m.gradient_checkpointing = True

@@ -20,6 +20,7 @@ from monai_siamese.networks.diffusers_backend import (
     DiffusersUNet,
     PretrainedModelError,
     StableDiffusionComponents,
+    TextGuidedDenoiser,
     adapt_conv_in,
     check_pretrained_dir,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "MonaiAutoencoderCodec",
     "PretrainedModelError",
     "StableDiffusionComponents",
+    "TextGuidedDenoiser",
     "adapt_conv_in",
     "check_pretrained_dir",
     "load_autoencoder_codec",

@@ -39,6 +39,7 @@ __all__ = [
     "DiffusersUNet",
     "DiffusersControlNet",
     "DiffusersSiameseNetwork",
+    "TextGuidedDenoiser",
     "adapt_conv_in",
     "DIFFUSERS_ENCODER_PREFIXES",
 ]
@@ -171,6 +172,19 @@ def adapt_conv_in(unet: nn.Module, in_channels: int) -> nn.Module:
     return unet
 
 
+def _register_prompts(module: nn.Module, prompt: torch.Tensor, negative: torch.Tensor | None) -> None:
+    # the prompt is persistent (a checkpoint carries the prompt it was trained with); the empty prompt is not
+    module.register_buffer("prompt_embeds", prompt.detach().float().clone())
+    negative = torch.zeros_like(prompt) if negative is None else negative
+    module.register_buffer("negative_embeds", negative.detach().float().clone(), persistent=False)
+    module.use_negative_prompt = False
+
+
+def _context(module: nn.Module, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    emb = module.negative_embeds if module.use_negative_prompt else module.prompt_embeds
+    return emb.to(dtype).expand(batch, -1, -1)
+
+
 class DiffusersUNet(nn.Module):
     """A diffusers ``UNet2DConditionModel`` with a fixed text context, called like MONAI's ``DiffusionModelUNet``:
     ``eps = net(x, timesteps, context=None, down_block_additional_residuals=None, mid_block_additional_residual=None)``.
@@ -182,17 +196,19 @@ class DiffusersUNet(nn.Module):
         prompt_embeds: ``(1, L, D)`` text-encoder output of the fixed prompt.
     """
 
-    def __init__(self, unet: nn.Module, prompt_embeds: torch.Tensor) -> None:
+    def __init__(
+        self, unet: nn.Module, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.unet = unet
-        self.register_buffer("prompt_embeds", prompt_embeds.detach().float().clone())
+        _register_prompts(self, prompt_embeds, negative_embeds)
 
     @property
     def in_channels(self) -> int:
         return int(self.unet.config.in_channels)
 
     def context(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
-        return self.prompt_embeds.to(dtype).expand(batch, -1, -1)
+        return _context(self, batch, dtype)
 
     def forward(
         self,
@@ -222,10 +238,12 @@ class DiffusersControlNet(nn.Module):
         prompt_embeds: ``(1, L, D)`` text-encoder output of the fixed prompt.
     """
 
-    def __init__(self, controlnet: nn.Module, prompt_embeds: torch.Tensor) -> None:
+    def __init__(
+        self, controlnet: nn.Module, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.controlnet = controlnet
-        self.register_buffer("prompt_embeds", prompt_embeds.detach().float().clone())
+        _register_prompts(self, prompt_embeds, negative_embeds)
 
     @property
     def controlnet_cond_embedding(self) -> nn.Module:
@@ -240,7 +258,7 @@ class DiffusersControlNet(nn.Module):
         conditioning_scale: float = 1.0,
         context: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        ctx = context if context is not None else self.prompt_embeds.to(x.dtype).expand(x.shape[0], -1, -1)
+        ctx = context if context is not None else _context(self, x.shape[0], x.dtype)
         down, mid = self.controlnet(
             x,
             timesteps,
@@ -364,7 +382,7 @@ class StableDiffusionComponents:
             in_channels: input channels (latent + concatenated condition): the pretrained input convolution is kept
                 and extra channels are zero-initialised (:func:`adapt_conv_in`). None: as pretrained.
         """
-        return DiffusersUNet(self.load_unet(in_channels), self.prompt_embeds)
+        return DiffusersUNet(self.load_unet(in_channels), self.prompt_embeds, self.negative_embeds)
 
     def controlnet(
         self,
@@ -394,7 +412,7 @@ class StableDiffusionComponents:
             conditioning_channels=int(conditioning_channels),
         )
         cn = _memory_options(cn, self.gradient_checkpointing, self.attention_slice)
-        return DiffusersControlNet(cn, self.prompt_embeds)
+        return DiffusersControlNet(cn, self.prompt_embeds, self.negative_embeds)
 
     def _vae_config(self) -> dict:
         import json
@@ -451,6 +469,41 @@ class StableDiffusionComponents:
             )
         args.update(kwargs)
         return getattr(schedulers, kind)(**args)
+
+
+class TextGuidedDenoiser(nn.Module):
+    """Classifier-free guidance on the text prompt: ``eps = eps(empty prompt) + s * (eps(prompt) - eps(empty prompt))``
+    with the mask condition kept in both passes, as the ControlNet sampler of the Siamese-Diffusion reference does
+    (its text guidance scale is 9.0). Every :class:`DiffusersUNet` / :class:`DiffusersControlNet` inside ``denoiser``
+    switches to the empty prompt for the second pass. With ``scale`` 1, or a prompt equal to the empty prompt, it is
+    one plain pass.
+
+    Args:
+        denoiser: ``eps = denoiser(x_t, t, cond)`` on diffusers networks.
+        scale: text guidance scale.
+    """
+
+    def __init__(self, denoiser: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.scale = float(scale)
+
+    def _prompted(self) -> list[nn.Module]:
+        return [m for m in self.denoiser.modules() if isinstance(m, (DiffusersUNet, DiffusersControlNet))]
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        mods = self._prompted()
+        if self.scale == 1.0 or not mods or all(torch.equal(m.prompt_embeds, m.negative_embeds) for m in mods):
+            return self.denoiser(x, timesteps, cond)
+        eps_p = self.denoiser(x, timesteps, cond)
+        for m in mods:
+            m.use_negative_prompt = True
+        try:
+            eps_n = self.denoiser(x, timesteps, cond)
+        finally:
+            for m in mods:
+                m.use_negative_prompt = False
+        return eps_n + self.scale * (eps_p - eps_n)
 
 
 class _InputFeatures(NamedTuple):

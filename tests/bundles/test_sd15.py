@@ -130,7 +130,7 @@ def test_siamese_sd15_controlnet(tmp_path, demo_dir, tiny_sd):
     assert all(k in out for k in ("loss_mask", "loss_img", "loss_nc", "loss_oa"))
     keys = load_state_dict_file(tmp_path / "ckpt_dir" / "model.safetensors")
     assert "unet.prompt_embeds" in keys and any(k.startswith("controlnet.controlnet.") for k in keys)
-    _generate("siamese_diffusion", tmp_path, demo_dir, tiny_sd, max_masks=2, samples_per_mask=1)
+    _generate("siamese_diffusion", tmp_path, demo_dir, tiny_sd, max_masks=2, samples_per_mask=1, prompt="an mri slice")
 
 
 def test_meddiff_sd15_inpainting(tmp_path, demo_dir, tiny_sd_inpaint):

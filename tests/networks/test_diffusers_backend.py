@@ -167,3 +167,27 @@ def test_latent_sampler_with_guiding_mask_keeps_the_known_image(sd):
     outside = hook.region(-1) == 0
     torch.testing.assert_close(out[outside], known[outside])  # pasted back at pixel resolution
     assert isinstance(sampler, ConditionalSampler)
+
+
+def test_text_guidance_keeps_the_mask_and_switches_the_prompt(sd):
+    from monai_siamese.networks import TextGuidedDenoiser
+
+    unet = sd.unet().eval()
+    cn = sd.controlnet(unet, 4).eval()
+    with torch.no_grad():
+        for p in cn.controlnet.controlnet_down_blocks.parameters():
+            p.normal_(0, 0.02)
+    den = ControlNetConditionedUNet(unet, cn)
+    x, t, hint = torch.randn(2, 4, 16, 16), torch.tensor([3, 700]), torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        eps_p = den(x, t, hint)
+        for m in (unet, cn):
+            m.use_negative_prompt = True
+        eps_n = den(x, t, hint)
+        for m in (unet, cn):
+            m.use_negative_prompt = False
+        guided = TextGuidedDenoiser(den, 9.0)(x, t, hint)
+        torch.testing.assert_close(guided, eps_n + 9.0 * (eps_p - eps_n))
+        torch.testing.assert_close(TextGuidedDenoiser(den, 1.0)(x, t, hint), eps_p)
+    assert not unet.use_negative_prompt and not torch.equal(eps_p, eps_n)
+    assert "negative_embeds" not in unet.state_dict() and "prompt_embeds" in unet.state_dict()

@@ -12,6 +12,7 @@ from monai_siamese.engines.handlers import (
     find_latest_checkpoint,
     is_main_process,
 )
+from monai_siamese.engines.latent import LatentDiffusionPrepareBatch, train_autoencoder
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.engines.siamese import (
     ImageHint,
@@ -25,6 +26,7 @@ __all__ = [
     "ExportWeightsHandler",
     "GradientClipHandler",
     "ImageHint",
+    "LatentDiffusionPrepareBatch",
     "ProgressBarHandler",
     "ResumeHandler",
     "SampleGridHandler",
@@ -34,4 +36,5 @@ __all__ = [
     "find_latest_checkpoint",
     "is_main_process",
     "make_image_hint",
+    "train_autoencoder",
 ]

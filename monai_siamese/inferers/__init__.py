@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
 from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
+from monai_siamese.inferers.latent import LatentSampler
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ConditionalSampler",
     "Job",
     "LatentInterpolation",
+    "LatentSampler",
     "PairGenerator",
     "sample_seed",
     "seeded_noise",

@@ -11,11 +11,13 @@ the anatomy outside stays the canvas's.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.networks.schedulers import Scheduler
 
 from monai_siamese.inferers.sampler import seeded_noise
@@ -70,6 +72,27 @@ class DynamicGuidingMask:
         m = self.margin(t).reshape(-1, *([1] * (self.distance.ndim - 1)))
         return (self.distance <= m).to(self.known.dtype)
 
+    def to_latent(self, codec: Any) -> DynamicGuidingMask:
+        """The same guiding mask on a latent grid (a latent sampler's hook): the canvas encoded by ``codec``, the
+        distance map min-pooled and every length divided by the codec's factor (a latent cell is editable when any of
+        its pixels is)."""
+        f = int(codec.factor)
+        out = copy.copy(self)
+        out.known = codec.encode(self.known.to(next(codec.parameters()).device))
+        d = self.distance.to(out.known.device).float()
+        out.distance = (-F.max_pool2d(-d, f) if d.ndim == 4 else -F.max_pool3d(-d, f)) / f
+        out.sizes = self.sizes.to(out.known.device) / f
+        out.min_margin = self.min_margin / f
+        out._pixel = self
+        return out
+
+    def finalize(self, images: torch.Tensor) -> torch.Tensor:
+        """After decoding latent samples: paste the canvas back outside the final region, at pixel resolution (the
+        autoencoder's reconstruction error does not reach the known anatomy)."""
+        src = getattr(self, "_pixel", self)
+        region = src.region(-1).to(images.device)
+        return region * images + (1 - region) * src.known.to(images)
+
     def __call__(self, x: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
         if self.known.device != x.device:
             self.known, self.distance, self.sizes = (v.to(x.device) for v in (self.known, self.distance, self.sizes))
@@ -101,6 +124,8 @@ class InpaintJobs:
             the condition's known image.
         min_margin: final margin in pixels.
         power: shrink profile.
+        append_region: append the editable region to the condition (latent inpainting, see
+            :class:`~monai_siamese.networks.ConditionMode`).
     """
 
     def __init__(
@@ -112,6 +137,7 @@ class InpaintJobs:
         margin_fraction: float = 0.15,
         min_margin: float = 1.0,
         power: float = 1.0,
+        append_region: bool = False,
     ) -> None:
         self.num_classes = num_classes
         self.scheduler = scheduler
@@ -125,6 +151,7 @@ class InpaintJobs:
             margin_range=(margin_fraction, margin_fraction),
             min_margin=min_margin,
             extra_region_key="canvas_label",
+            append_region=append_region,
         )
 
     def prepare(self, items: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[dict]:

@@ -119,7 +119,21 @@ class ConditionalSampler:
         generator: torch.Generator | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Run the reverse process from ``noise`` (x_T) to x_0.
+        """Run the reverse process from ``noise`` (x_T) to x_0, clipped to [-1, 1] (see :meth:`sample_loop`)."""
+        return self.sample_loop(denoiser, cond, noise, interpolation, hooks, generator, progress).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def sample_loop(
+        self,
+        denoiser: Denoiser,
+        cond: torch.Tensor,
+        noise: torch.Tensor,
+        interpolation: LatentInterpolation | None = None,
+        hooks: Sequence[StepHook] = (),
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Run the reverse process from ``noise`` (x_T) to x_0 (not clipped: latents have no fixed range).
 
         Args:
             denoiser: ``eps = denoiser(x_t, t, cond)``.
@@ -150,4 +164,4 @@ class ConditionalSampler:
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             for hook in hooks:
                 x = hook(x, t, t_prev)
-        return x.clamp(-1.0, 1.0)
+        return x

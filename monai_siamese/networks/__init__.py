@@ -14,6 +14,23 @@ from monai_siamese.networks.controlnet import (
     unet_decode,
     unet_encode,
 )
+from monai_siamese.networks.diffusers_backend import (
+    DiffusersControlNet,
+    DiffusersSiameseNetwork,
+    DiffusersUNet,
+    PretrainedModelError,
+    StableDiffusionComponents,
+    TextGuidedDenoiser,
+    adapt_conv_in,
+    check_pretrained_dir,
+)
+from monai_siamese.networks.latent import (
+    ConditionMode,
+    DiffusersVAECodec,
+    LatentCodec,
+    MonaiAutoencoderCodec,
+    load_autoencoder_codec,
+)
 from monai_siamese.networks.siamese import (
     PredictionType,
     SiameseDiffusionNetwork,
@@ -32,6 +49,19 @@ from monai_siamese.networks.weights import (
 
 __all__ = [
     "ConcatConditionedUNet",
+    "ConditionMode",
+    "DiffusersControlNet",
+    "DiffusersSiameseNetwork",
+    "DiffusersUNet",
+    "DiffusersVAECodec",
+    "LatentCodec",
+    "MonaiAutoencoderCodec",
+    "PretrainedModelError",
+    "StableDiffusionComponents",
+    "TextGuidedDenoiser",
+    "adapt_conv_in",
+    "check_pretrained_dir",
+    "load_autoencoder_codec",
     "ControlNetConditionedUNet",
     "PredictionType",
     "SiameseDiffusionNetwork",

@@ -126,7 +126,8 @@ def hint_downsample_factor(controlnet: ControlNet) -> int:
 
 def hint_channels(controlnet: ControlNet) -> int:
     """Input channels of a ControlNet's hint encoder (``conditioning_embedding_in_channels``)."""
-    return int(controlnet.controlnet_cond_embedding.conv_in.conv.in_channels)
+    conv = controlnet.controlnet_cond_embedding.conv_in
+    return int(getattr(conv, "conv", conv).in_channels)  # MONAI wraps the convolution, diffusers does not
 
 
 def _check_hint(controlnet: ControlNet, x: torch.Tensor, hint: torch.Tensor) -> None:

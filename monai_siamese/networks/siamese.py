@@ -81,8 +81,11 @@ def diffusion_target(
     return x0
 
 
-def set_unet_mode(unet: nn.Module, mode: UNetMode | str) -> None:
-    """Set ``requires_grad`` of the UNet's parameters for ``mode``."""
+def set_unet_mode(
+    unet: nn.Module, mode: UNetMode | str, encoder_prefixes: tuple[str, ...] = UNET_ENCODER_PREFIXES
+) -> None:
+    """Set ``requires_grad`` of the UNet's parameters for ``mode`` (``encoder_prefixes``: the encoder's parameter
+    names, frozen by ``decoder``)."""
     mode = UNetMode(mode)
     for name, p in unet.named_parameters():
         if mode == UNetMode.ALL:
@@ -90,7 +93,7 @@ def set_unet_mode(unet: nn.Module, mode: UNetMode | str) -> None:
         elif mode == UNetMode.NONE:
             p.requires_grad_(False)
         else:
-            p.requires_grad_(not name.startswith(UNET_ENCODER_PREFIXES))
+            p.requires_grad_(not name.startswith(encoder_prefixes))
 
 
 class _Decoder(nn.Module):
@@ -137,6 +140,9 @@ class SiameseDiffusionNetwork(nn.Module):
         conditioning_scale: multiplier of the ControlNet residuals.
     """
 
+    #: parameter prefixes of the UNet encoder (frozen by ``unet_mode=decoder``)
+    encoder_prefixes: tuple[str, ...] = UNET_ENCODER_PREFIXES
+
     def __init__(
         self,
         unet: DiffusionModelUNet,
@@ -156,8 +162,24 @@ class SiameseDiffusionNetwork(nn.Module):
         self.conditioning_scale = conditioning_scale
         self.hint_channels = hint_channels(controlnet)
         if init_controlnet:
-            init_controlnet_from_unet(controlnet, unet)
-        set_unet_mode(unet, self.unet_mode)
+            self.copy_encoder_to_controlnet()
+        set_unet_mode(unet, self.unet_mode, self.encoder_prefixes)
+
+    def copy_encoder_to_controlnet(self) -> list[str]:
+        """Copy the UNet encoder into the ControlNet; returns the copied keys."""
+        return init_controlnet_from_unet(self.controlnet, self.unet)
+
+    def encode(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> UNetFeatures:
+        """The UNet encoder half (what the mask and image branches share)."""
+        return unet_encode(self.unet, x_t, timesteps)
+
+    def decode(self, features: UNetFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+        """The UNet decoder half with ControlNet residuals."""
+        return unet_decode(self.unet, features, down, mid)
+
+    def decoder_view(self) -> nn.Module:
+        """A module whose ``unet`` is this UNet and whose forward is :meth:`decode` (for ``functional_call``)."""
+        return _Decoder(self.unet)
 
     def denoiser(self) -> ControlNetConditionedUNet:
         """The Mask-Diffusion denoiser ``eps = denoiser(x_t, t, mask_hint)`` on these weights (no copy)."""
@@ -169,7 +191,7 @@ class SiameseDiffusionNetwork(nn.Module):
     def frozen_decode(self, features: UNetFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
         """The UNet decoder with detached parameters: gradients reach ``down``/``mid`` but no UNet weight."""
         params = {f"unet.{k}": v.detach() for k, v in self.unet.named_parameters()}
-        return torch.func.functional_call(_Decoder(self.unet), params, (features, down, mid))
+        return torch.func.functional_call(self.decoder_view(), params, (features, down, mid))
 
     def mask_diffusion(self, x_t: torch.Tensor, timesteps: torch.Tensor, mask_hint: torch.Tensor) -> torch.Tensor:
         """UNet(x_t, t, CN(x_t, t, hint=mask)) with gradients to the trainable weights."""
@@ -203,8 +225,8 @@ class SiameseDiffusionNetwork(nn.Module):
         """
         x_t = self.scheduler.add_noise(images, noise, timesteps)
         down_m, mid_m = self._residuals(x_t, timesteps, mask_hint)
-        features = unet_encode(self.unet, x_t, timesteps)
-        out = {"x_t": x_t, "pred_mask": unet_decode(self.unet, features, down_m, mid_m)}
+        features = self.encode(x_t, timesteps)
+        out = {"x_t": x_t, "pred_mask": self.decode(features, down_m, mid_m)}
         if image_hint is None:
             return out
         down_i, mid_i = self._residuals(x_t, timesteps, image_hint)

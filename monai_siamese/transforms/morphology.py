@@ -146,6 +146,8 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         output_key: key of the condition.
         region_key: key where the region (float ``(1, *spatial)``) is stored.
         fill_value: value of the image inside the region.
+        append_region: also append the region as the last channel of the condition (``[mask, known, region]``,
+            what a latent inpainting denoiser takes: see :class:`~monai_siamese.networks.ConditionMode`).
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         output_key: str = "cond",
         region_key: str = "region",
         fill_value: float = 0.0,
+        append_region: bool = False,
     ) -> None:
         MapTransform.__init__(self, [image_key, label_key])
         RandomizableTransform.__init__(self, prob=1.0)
@@ -172,6 +175,7 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         self.output_key = output_key
         self.region_key = region_key
         self.fill_value = fill_value
+        self.append_region = append_region
         self._fraction = self.margin_range[1]
 
     def randomize(self, data: Any = None) -> None:
@@ -188,6 +192,9 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         region_t = torch.from_numpy(region.astype(np.float32))[None]
         img = torch.as_tensor(d[self.image_key]).float()
         known = img * (1 - region_t) + self.fill_value * region_t
-        d[self.output_key] = torch.cat([encode_mask(lab, self.num_classes, self.encoding), known], dim=0)
+        parts = [encode_mask(lab, self.num_classes, self.encoding), known]
+        if self.append_region:
+            parts.append(region_t)
+        d[self.output_key] = torch.cat(parts, dim=0)
         d[self.region_key] = region_t
         return d

@@ -1,0 +1,596 @@
+"""Pretrained foundation models from a local diffusers folder (Stable Diffusion 1.5, its inpainting variant, or any
+folder with the same layout) behind the denoiser interface of the methods.
+
+- :class:`StableDiffusionComponents` checks and loads the folder (``unet/``, ``vae/``, ``text_encoder/``,
+  ``tokenizer/``, ``scheduler/``, ``model_index.json``), computes the fixed prompt embedding once and frees the text
+  encoder, and builds the pieces a bundle needs: the UNet (input channels adapted for concatenated or inpainting
+  conditions), a ControlNet initialised from it (``ControlNetModel.from_unet``), the VAE codec and MONAI schedulers
+  with the folder's noise schedule.
+- :class:`DiffusersUNet` and :class:`DiffusersControlNet` are called like MONAI's ``DiffusionModelUNet`` and
+  ``ControlNet`` (``unet(x, timesteps, down_block_additional_residuals=..., mid_block_additional_residual=...)``,
+  ``controlnet(x, timesteps, controlnet_cond=..., conditioning_scale=...)``), so
+  :class:`~monai_siamese.networks.ConcatConditionedUNet`, :class:`~monai_siamese.networks.ControlNetConditionedUNet`,
+  MONAI's ``DiffusionInferer`` and the engines run on them unchanged.
+- :class:`DiffusersSiameseNetwork` is :class:`~monai_siamese.networks.SiameseDiffusionNetwork` on them (Qiu et al.,
+  arXiv 2505.06068, whose reference trains a ControlNet on Stable Diffusion 1.5).
+
+Nothing is downloaded: every path is local. ``diffusers`` and ``transformers`` are the optional extra ``sd``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
+from monai_siamese.networks.siamese import PredictionType, SiameseDiffusionNetwork, UNetMode
+
+__all__ = [
+    "PretrainedModelError",
+    "check_pretrained_dir",
+    "StableDiffusionComponents",
+    "DiffusersUNet",
+    "DiffusersControlNet",
+    "DiffusersSiameseNetwork",
+    "TextGuidedDenoiser",
+    "adapt_conv_in",
+    "DIFFUSERS_ENCODER_PREFIXES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: parameter prefixes of the diffusers UNet encoder inside :class:`DiffusersUNet` (frozen by ``unet_mode=decoder``)
+DIFFUSERS_ENCODER_PREFIXES = (
+    "unet.conv_in.",
+    "unet.time_embedding.",
+    "unet.class_embedding.",
+    "unet.add_embedding.",
+    "unet.down_blocks.",
+    "unet.mid_block.",
+)
+
+_MODEL_WEIGHTS = ("diffusion_pytorch_model", "model", "pytorch_model")
+_WEIGHT_EXTS = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+_DTYPES.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
+
+
+class PretrainedModelError(FileNotFoundError):
+    """The pretrained folder is not set, missing or incomplete."""
+
+
+def _dtype(name: str | torch.dtype | None) -> torch.dtype:
+    if name is None:
+        return torch.float32
+    if isinstance(name, torch.dtype):
+        return name
+    if str(name).lower() not in _DTYPES:
+        raise ValueError(f"weight_dtype must be one of fp32, fp16, bf16, got {name!r}")
+    return _DTYPES[str(name).lower()]
+
+
+def _weights_variant(folder: Path) -> tuple[bool, str | None]:
+    """Whether ``folder`` holds model weights, and the diffusers ``variant`` (``fp16``...) when only a variant does."""
+    for stem in _MODEL_WEIGHTS:
+        if any((folder / f"{stem}{ext}").is_file() for ext in _WEIGHT_EXTS):
+            return True, None
+    for p in sorted(folder.glob("*")):
+        for stem in _MODEL_WEIGHTS:
+            for ext in _WEIGHT_EXTS:
+                if p.name.startswith(stem + ".") and p.name.endswith(ext):
+                    variant = p.name[len(stem) + 1 : -len(ext)]
+                    if variant and "." not in variant and "-of-" not in variant:
+                        return True, variant
+    return False, None
+
+
+#: what each part of the folder must hold: (files that must all exist, alternative weight check)
+_LAYOUT = {
+    "unet": "unet/ (config.json and diffusion_pytorch_model.safetensors)",
+    "vae": "vae/ (config.json and diffusion_pytorch_model.safetensors)",
+    "text_encoder": "text_encoder/ (config.json and model.safetensors)",
+    "tokenizer": "tokenizer/ (vocab.json + merges.txt, or tokenizer.json)",
+    "scheduler": "scheduler/ (scheduler_config.json)",
+    "model_index.json": "model_index.json",
+}
+DEFAULT_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def check_pretrained_dir(path: str | os.PathLike | None, parts: Sequence[str] = DEFAULT_PARTS) -> Path:
+    """Check a local diffusers folder before anything is loaded; return it as a ``Path``.
+
+    Raises:
+        PretrainedModelError: naming the folder and every missing or incomplete sub-folder or file.
+    """
+    if path is None or str(path).strip().lower() in ("", "none", "null"):
+        raise PretrainedModelError(
+            "pretrained_path is not set: give the local diffusers folder of the pretrained model, e.g. "
+            "--pretrained_path /models/stable-diffusion-v1-5 (a folder with "
+            + ", ".join(_LAYOUT[p] for p in parts)
+            + "); nothing is downloaded"
+        )
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise PretrainedModelError(f"pretrained_path {root}: folder not found (expected a local diffusers folder)")
+    problems = []
+    for part in parts:
+        if part == "model_index.json":
+            if not (root / part).is_file():
+                problems.append("model_index.json (file missing)")
+            continue
+        sub = root / part
+        if not sub.is_dir():
+            problems.append(f"{part}/ (folder missing)")
+            continue
+        if part in ("unet", "vae", "text_encoder"):
+            if not (sub / "config.json").is_file():
+                problems.append(f"{part}/config.json (missing)")
+            if not _weights_variant(sub)[0]:
+                problems.append(f"{part}/ has no weights file ({'|'.join(_MODEL_WEIGHTS)}.safetensors or .bin)")
+        elif part == "tokenizer":
+            if not (
+                (sub / "tokenizer.json").is_file() or all((sub / f).is_file() for f in ("vocab.json", "merges.txt"))
+            ):
+                problems.append("tokenizer/ (vocab.json + merges.txt or tokenizer.json missing)")
+        elif part == "scheduler" and not (sub / "scheduler_config.json").is_file():
+            problems.append("scheduler/scheduler_config.json (missing)")
+    if problems:
+        raise PretrainedModelError(
+            f"pretrained_path {root} is not a complete diffusers folder: missing {'; '.join(problems)}. "
+            f"Expected {', '.join(_LAYOUT[p] for p in parts)} (e.g. a local copy of stable-diffusion-v1-5 saved with "
+            "save_pretrained)"
+        )
+    return root
+
+
+def adapt_conv_in(unet: nn.Module, in_channels: int) -> nn.Module:
+    """Give a diffusers UNet (or ControlNet) ``in_channels`` inputs: the pretrained input convolution's channels are
+    kept, extra channels get zero weights (the adapted network initially behaves as the pretrained one), fewer
+    channels keep the leading ones. ``config.in_channels`` is updated, so ``save_pretrained`` round-trips."""
+    old = unet.conv_in
+    if old.in_channels == in_channels:
+        return unet
+    new = nn.Conv2d(
+        in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
+    ).to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        n = min(in_channels, old.in_channels)
+        new.weight[:, :n] = old.weight[:, :n]
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    logger.info(f"UNet input convolution adapted from {old.in_channels} to {in_channels} channels")
+    return unet
+
+
+def _register_prompts(module: nn.Module, prompt: torch.Tensor, negative: torch.Tensor | None) -> None:
+    # the prompt is persistent (a checkpoint carries the prompt it was trained with); the empty prompt is not
+    module.register_buffer("prompt_embeds", prompt.detach().float().clone())
+    negative = torch.zeros_like(prompt) if negative is None else negative
+    module.register_buffer("negative_embeds", negative.detach().float().clone(), persistent=False)
+    module.use_negative_prompt = False
+
+
+def _context(module: nn.Module, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    emb = module.negative_embeds if module.use_negative_prompt else module.prompt_embeds
+    return emb.to(dtype).expand(batch, -1, -1)
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers ``UNet2DConditionModel`` with a fixed text context, called like MONAI's ``DiffusionModelUNet``:
+    ``eps = net(x, timesteps, context=None, down_block_additional_residuals=None, mid_block_additional_residual=None)``.
+
+    The prompt embedding is a (persistent) buffer, so an exported checkpoint carries the prompt it was trained with.
+
+    Args:
+        unet: the diffusers UNet.
+        prompt_embeds: ``(1, L, D)`` text-encoder output of the fixed prompt.
+    """
+
+    def __init__(
+        self, unet: nn.Module, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        _register_prompts(self, prompt_embeds, negative_embeds)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    def context(self, batch: int, dtype: torch.dtype) -> torch.Tensor:
+        return _context(self, batch, dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor | None = None,
+        down_block_additional_residuals: Sequence[torch.Tensor] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        ctx = context if context is not None else self.context(x.shape[0], x.dtype)
+        return self.unet(
+            x,
+            timesteps,
+            encoder_hidden_states=ctx,
+            down_block_additional_residuals=down_block_additional_residuals,
+            mid_block_additional_residual=mid_block_additional_residual,
+            return_dict=False,
+        )[0]
+
+
+class DiffusersControlNet(nn.Module):
+    """A diffusers ``ControlNetModel`` with a fixed text context, called like MONAI's ``ControlNet``:
+    ``down, mid = net(x, timesteps, controlnet_cond=hint, conditioning_scale=1.0)``.
+
+    Args:
+        controlnet: the diffusers ControlNet.
+        prompt_embeds: ``(1, L, D)`` text-encoder output of the fixed prompt.
+    """
+
+    def __init__(
+        self, controlnet: nn.Module, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.controlnet = controlnet
+        _register_prompts(self, prompt_embeds, negative_embeds)
+
+    @property
+    def controlnet_cond_embedding(self) -> nn.Module:
+        """The hint encoder (what :func:`~monai_siamese.networks.hint_downsample_factor` reads)."""
+        return self.controlnet.controlnet_cond_embedding
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        controlnet_cond: torch.Tensor,
+        conditioning_scale: float = 1.0,
+        context: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        ctx = context if context is not None else _context(self, x.shape[0], x.dtype)
+        down, mid = self.controlnet(
+            x,
+            timesteps,
+            encoder_hidden_states=ctx,
+            controlnet_cond=controlnet_cond.to(x.dtype),
+            conditioning_scale=conditioning_scale,
+            return_dict=False,
+        )
+        return list(down), mid
+
+
+def _memory_options(model: nn.Module, gradient_checkpointing: bool, attention_slice: Any) -> nn.Module:
+    if gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if attention_slice not in (None, False, "none", "None", ""):
+        model.set_attention_slice(attention_slice)  # "auto", "max" or an int: attention in slices, lower peak memory
+    return model
+
+
+class StableDiffusionComponents:
+    """Loads a local diffusers folder (Stable Diffusion 1.5, its inpainting variant, or the same layout) once and
+    builds the pieces a bundle config needs.
+
+    The folder is checked at construction (:func:`check_pretrained_dir`). The text encoder and tokenizer are loaded
+    only to embed ``prompt`` (and the empty prompt) once, then freed. Trainable networks (UNet, ControlNet) are kept in
+    float32 (mixed precision comes from the trainer's AMP); frozen ones (VAE) in ``weight_dtype``.
+
+    Args:
+        path: the local diffusers folder.
+        prompt: the fixed text prompt of every sample (the reference uses per-dataset prompts; "" = unconditional).
+        weight_dtype: ``fp32``, ``fp16`` or ``bf16`` for the frozen weights (VAE, text encoder).
+        gradient_checkpointing: recompute activations in the backward pass (UNet and ControlNet).
+        attention_slice: diffusers attention slicing (``"auto"``, ``"max"``, an int); None: off. SDPA attention (the
+            diffusers default) is used either way.
+        vae_chunk_size: VAE slicing: encode/decode at most this many images at once.
+        device: where the text encoder runs for the prompt embedding.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        prompt: str = "",
+        weight_dtype: str | torch.dtype = "fp32",
+        gradient_checkpointing: bool = False,
+        attention_slice: int | str | None = None,
+        vae_chunk_size: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.path = check_pretrained_dir(path)
+        self.prompt = prompt
+        self.weight_dtype = _dtype(weight_dtype)
+        self.gradient_checkpointing = gradient_checkpointing
+        self.attention_slice = attention_slice
+        self.vae_chunk_size = vae_chunk_size
+        self.device = torch.device(device)
+        self._prompt_embeds: torch.Tensor | None = None
+        self._negative_embeds: torch.Tensor | None = None
+        self._scheduler_config: dict | None = None
+
+    # -- text -----------------------------------------------------------------------------------------------------
+    def _embed_prompts(self) -> None:
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self.path / "tokenizer"), local_files_only=True)
+        variant = _weights_variant(self.path / "text_encoder")[1]
+        kw = {"variant": variant} if variant else {}
+        encoder = CLIPTextModel.from_pretrained(
+            str(self.path / "text_encoder"), torch_dtype=self.weight_dtype, local_files_only=True, **kw
+        ).to(self.device)
+        encoder.eval()
+        out = []
+        with torch.no_grad():
+            for text in (self.prompt, ""):
+                ids = tokenizer(
+                    [text],
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids.to(self.device)
+                out.append(encoder(ids)[0].float().cpu())
+        self._prompt_embeds, self._negative_embeds = out
+        del encoder, tokenizer  # the text encoder is not needed any more: free it
+        gc.collect()
+        logger.info(f"prompt {self.prompt!r} embedded {tuple(self._prompt_embeds.shape)}; text encoder freed")
+
+    @property
+    def prompt_embeds(self) -> torch.Tensor:
+        """``(1, L, D)`` embedding of the fixed prompt (computed once)."""
+        if self._prompt_embeds is None:
+            self._embed_prompts()
+        return self._prompt_embeds
+
+    @property
+    def negative_embeds(self) -> torch.Tensor:
+        """``(1, L, D)`` embedding of the empty prompt."""
+        if self._negative_embeds is None:
+            self._embed_prompts()
+        return self._negative_embeds
+
+    # -- networks -------------------------------------------------------------------------------------------------
+    def _load(self, cls: Any, sub: str, dtype: torch.dtype) -> nn.Module:
+        variant = _weights_variant(self.path / sub)[1]
+        kw = {"variant": variant} if variant else {}
+        model = cls.from_pretrained(str(self.path), subfolder=sub, torch_dtype=dtype, local_files_only=True, **kw)
+        return model
+
+    def load_unet(self, in_channels: int | None = None) -> nn.Module:
+        """A fresh diffusers ``UNet2DConditionModel`` from ``unet/`` (float32), input channels adapted."""
+        from diffusers import UNet2DConditionModel
+
+        unet = self._load(UNet2DConditionModel, "unet", torch.float32)
+        if in_channels is not None:
+            adapt_conv_in(unet, int(in_channels))
+        return _memory_options(unet, self.gradient_checkpointing, self.attention_slice)
+
+    def unet(self, in_channels: int | None = None) -> DiffusersUNet:
+        """The pretrained UNet as a :class:`DiffusersUNet` with the fixed prompt.
+
+        Args:
+            in_channels: input channels (latent + concatenated condition): the pretrained input convolution is kept
+                and extra channels are zero-initialised (:func:`adapt_conv_in`). None: as pretrained.
+        """
+        return DiffusersUNet(self.load_unet(in_channels), self.prompt_embeds, self.negative_embeds)
+
+    def controlnet(
+        self,
+        unet: DiffusersUNet | nn.Module,
+        conditioning_channels: int,
+        conditioning_embedding_out_channels: Sequence[int] | None = None,
+    ) -> DiffusersControlNet:
+        """A diffusers ``ControlNetModel`` initialised from ``unet`` (``ControlNetModel.from_unet``: the encoder is
+        copied, the zero convolutions start at zero).
+
+        Args:
+            unet: the UNet (a :class:`DiffusersUNet` or a diffusers UNet).
+            conditioning_channels: channels of the hint (e.g. the one-hot mask).
+            conditioning_embedding_out_channels: channels of the hint encoder; its length sets the hint's
+                downsampling (``2 ** (n - 1)``). Default: ``(16, 32, 96, 256)`` cut to the VAE's factor, so the hint is
+                given at image resolution.
+        """
+        from diffusers import ControlNetModel
+
+        base = unet.unet if isinstance(unet, DiffusersUNet) else unet
+        if conditioning_embedding_out_channels is None:
+            n = len(self._vae_config()["block_out_channels"])  # factor 2 ** (n - 1)
+            conditioning_embedding_out_channels = (16, 32, 96, 256, 256, 256)[:n]
+        cn = ControlNetModel.from_unet(
+            base,
+            conditioning_embedding_out_channels=tuple(conditioning_embedding_out_channels),
+            conditioning_channels=int(conditioning_channels),
+        )
+        cn = _memory_options(cn, self.gradient_checkpointing, self.attention_slice)
+        return DiffusersControlNet(cn, self.prompt_embeds, self.negative_embeds)
+
+    def _vae_config(self) -> dict:
+        import json
+
+        return json.loads((self.path / "vae" / "config.json").read_text())
+
+    def codec(self, image_channels: int = 1, condition: ConditionMode | str = ConditionMode.PIXEL) -> DiffusersVAECodec:
+        """The frozen VAE as a :class:`~monai_siamese.networks.DiffusersVAECodec` in ``weight_dtype``."""
+        from diffusers import AutoencoderKL
+
+        vae = self._load(AutoencoderKL, "vae", self.weight_dtype)
+        return DiffusersVAECodec(vae, image_channels, condition, self.vae_chunk_size)
+
+    # -- schedules ------------------------------------------------------------------------------------------------
+    @property
+    def scheduler_config(self) -> dict:
+        if self._scheduler_config is None:
+            import json
+
+            self._scheduler_config = json.loads((self.path / "scheduler" / "scheduler_config.json").read_text())
+        return self._scheduler_config
+
+    @property
+    def prediction_type(self) -> str:
+        """The pretrained model's prediction type (``epsilon`` for SD 1.5, ``v_prediction`` for SD 2.x 768)."""
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    def scheduler(self, kind: str = "DDPMScheduler", **kwargs: Any) -> Any:
+        """A MONAI scheduler (``DDPMScheduler``, ``DDIMScheduler``) with the folder's noise schedule (SD 1.5:
+        ``scaled_linear`` betas 0.00085-0.012 over 1000 steps) and ``clip_sample=False`` (latents are not in
+        [-1, 1])."""
+        from monai.networks import schedulers
+
+        cfg = self.scheduler_config
+        names = {"scaled_linear": "scaled_linear_beta", "linear": "linear_beta", "squaredcos_cap_v2": "cosine"}
+        schedule = names.get(cfg.get("beta_schedule", "scaled_linear"))
+        if schedule is None:
+            raise ValueError(f"{self.path}/scheduler: beta_schedule {cfg.get('beta_schedule')!r} is not supported")
+        args: dict[str, Any] = {
+            "num_train_timesteps": self.num_train_timesteps,
+            "schedule": schedule,
+            "prediction_type": self.prediction_type,
+            "clip_sample": False,
+        }
+        if schedule != "cosine":
+            args.update(beta_start=float(cfg.get("beta_start", 0.00085)), beta_end=float(cfg.get("beta_end", 0.012)))
+        if kind == "DDIMScheduler":
+            args.update(
+                set_alpha_to_one=bool(cfg.get("set_alpha_to_one", False)), steps_offset=int(cfg.get("steps_offset", 1))
+            )
+        args.update(kwargs)
+        return getattr(schedulers, kind)(**args)
+
+
+class TextGuidedDenoiser(nn.Module):
+    """Classifier-free guidance on the text prompt: ``eps = eps(empty prompt) + s * (eps(prompt) - eps(empty prompt))``
+    with the mask condition kept in both passes, as the ControlNet sampler of the Siamese-Diffusion reference does
+    (its text guidance scale is 9.0). Every :class:`DiffusersUNet` / :class:`DiffusersControlNet` inside ``denoiser``
+    switches to the empty prompt for the second pass. With ``scale`` 1, or a prompt equal to the empty prompt, it is
+    one plain pass.
+
+    Args:
+        denoiser: ``eps = denoiser(x_t, t, cond)`` on diffusers networks.
+        scale: text guidance scale.
+    """
+
+    def __init__(self, denoiser: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.scale = float(scale)
+
+    def _prompted(self) -> list[nn.Module]:
+        return [m for m in self.denoiser.modules() if isinstance(m, (DiffusersUNet, DiffusersControlNet))]
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        mods = self._prompted()
+        if self.scale == 1.0 or not mods or all(torch.equal(m.prompt_embeds, m.negative_embeds) for m in mods):
+            return self.denoiser(x, timesteps, cond)
+        eps_p = self.denoiser(x, timesteps, cond)
+        for m in mods:
+            m.use_negative_prompt = True
+        try:
+            eps_n = self.denoiser(x, timesteps, cond)
+        finally:
+            for m in mods:
+                m.use_negative_prompt = False
+        return eps_n + self.scale * (eps_p - eps_n)
+
+
+class _InputFeatures(NamedTuple):
+    """The diffusers UNet's forward is not split into encoder and decoder here: its "features" are its inputs."""
+
+    x: torch.Tensor
+    timesteps: torch.Tensor
+
+    def detach(self) -> _InputFeatures:
+        return _InputFeatures(self.x.detach(), self.timesteps)
+
+    def select(self, index: torch.Tensor) -> _InputFeatures:
+        return _InputFeatures(self.x[index], self.timesteps[index])
+
+
+class _FullPass(nn.Module):
+    """A view of the :class:`DiffusersUNet` for ``torch.func.functional_call`` with detached parameters."""
+
+    def __init__(self, unet: DiffusersUNet) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, features: _InputFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+        return self.unet(features.x, features.timesteps, None, down, mid)
+
+
+class DiffusersSiameseNetwork(SiameseDiffusionNetwork):
+    """Siamese-Diffusion (Qiu et al., Noise-Consistent Siamese-Diffusion for Medical Image Synthesis and Segmentation,
+    arXiv 2505.06068) on a pretrained diffusers UNet and a ControlNet initialised from it, as the reference trains it
+    on Stable Diffusion 1.5: same branches and losses as :class:`~monai_siamese.networks.SiameseDiffusionNetwork`.
+
+    Image-Diffusion runs the whole UNet through ``torch.func.functional_call`` with detached parameters (diffusers'
+    forward is not split into encoder and decoder, so the encoder runs a second time; gradients are the same, no copy
+    of the networks is made).
+
+    Args:
+        unet: a :class:`DiffusersUNet` (``StableDiffusionComponents.unet()``).
+        controlnet: a :class:`DiffusersControlNet` (``StableDiffusionComponents.controlnet(unet, hint_channels)``).
+        scheduler: the training scheduler (``StableDiffusionComponents.scheduler()``).
+        prediction_type: the network's output and targets.
+        unet_mode: which UNet weights train (``decoder``: up blocks and output, as the reference on SD).
+        init_controlnet: copy the UNet encoder into the ControlNet again (``from_unet`` already did).
+        conditioning_scale: multiplier of the ControlNet residuals.
+    """
+
+    encoder_prefixes = DIFFUSERS_ENCODER_PREFIXES
+
+    def __init__(
+        self,
+        unet: DiffusersUNet,
+        controlnet: DiffusersControlNet,
+        scheduler: Any = None,
+        prediction_type: PredictionType | str = PredictionType.EPSILON,
+        unet_mode: UNetMode | str = UNetMode.DECODER,
+        init_controlnet: bool = False,
+        conditioning_scale: float = 1.0,
+    ) -> None:
+        if not isinstance(unet, DiffusersUNet) or not isinstance(controlnet, DiffusersControlNet):
+            raise TypeError("DiffusersSiameseNetwork takes a DiffusersUNet and a DiffusersControlNet")
+        super().__init__(unet, controlnet, scheduler, prediction_type, unet_mode, init_controlnet, conditioning_scale)
+
+    def copy_encoder_to_controlnet(self) -> list[str]:
+        src = self.unet.unet.state_dict()
+        dst = self.controlnet.controlnet
+        own = dst.state_dict()
+        copied = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        copied = {k: v for k, v in copied.items() if k.startswith(tuple(p[5:] for p in DIFFUSERS_ENCODER_PREFIXES))}
+        dst.load_state_dict(copied, strict=False)
+        return list(copied)
+
+    def encode(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> _InputFeatures:
+        return _InputFeatures(x_t, timesteps)
+
+    def decode(self, features: _InputFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+        return self.unet(features.x, features.timesteps, None, down, mid)
+
+    def decoder_view(self) -> nn.Module:
+        return _FullPass(self.unet)
+
+    def frozen_decode(self, features: _InputFeatures, down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+        # activation checkpointing recomputes with the module's own parameters, not the detached ones that
+        # functional_call swapped in (so the recomputed graph differs): this pass keeps its activations instead
+        flagged = [m for m in self.unet.modules() if getattr(m, "gradient_checkpointing", False) is True]
+        for m in flagged:
+            m.gradient_checkpointing = False
+        try:
+            return super().frozen_decode(features, down, mid)
+        finally:
+            for m in flagged:
+                m.gradient_checkpointing = True

@@ -18,6 +18,8 @@ TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
 MONAILABEL_PIN="monailabel==0.8.5"
 NUMPY_PIN="numpy<2"
+# pydicom-seg (a monailabel requirement) imports pydicom._storage_sopclass_uids, removed in pydicom 3
+PYDICOM_PIN="pydicom<3"
 
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
@@ -28,14 +30,15 @@ PY="$VENV/bin/python"
 # torch + torchvision first and together, so that monailabel's requirements are satisfied by these builds
 "$PY" -m pip install --quiet "$TORCH_PIN" "$TORCHVISION_PIN"
 # monailabel with numpy < 2 in the same resolve; then this package (its monailabel extra adds the test client)
-"$PY" -m pip install --quiet "$MONAILABEL_PIN" "$NUMPY_PIN" "$TORCH_PIN" "$TORCHVISION_PIN"
-"$PY" -m pip install --quiet -e ".[monailabel]" "$NUMPY_PIN" "$TORCH_PIN" "$TORCHVISION_PIN" "$MONAILABEL_PIN"
+"$PY" -m pip install --quiet "$MONAILABEL_PIN" "$NUMPY_PIN" "$PYDICOM_PIN" "$TORCH_PIN" "$TORCHVISION_PIN"
+"$PY" -m pip install --quiet -e ".[monailabel]" "$NUMPY_PIN" "$PYDICOM_PIN" "$TORCH_PIN" "$TORCHVISION_PIN" "$MONAILABEL_PIN"
 
 "$PY" - <<'PYEOF'
 import importlib.metadata as md
 
 import monai
 import monailabel
+import monailabel.interfaces.app  # the server imports this: fails on a bad pydicom/pydicom-seg pair
 import numpy
 import torch
 import torchvision
@@ -43,7 +46,7 @@ import torchvision
 import monai_siamese
 
 print("monai-label env:")
-for name in ("monailabel", "monai", "torch", "torchvision", "numpy", "pytorch-ignite", "requests", "monai-siamese"):
+for name in ("monailabel", "monai", "torch", "torchvision", "numpy", "pytorch-ignite", "pydicom", "requests", "monai-siamese"):
     try:
         print(f"  {name}=={md.version(name)}")
     except md.PackageNotFoundError:

@@ -223,7 +223,11 @@ def synthesize(
                 slices_used.add(int(e.get("slice_index", -1)))
             vol, affine = paste_slices(image, parts, fill=fill_value, order=1)
             volumes.append(vol)
-        data = volumes[0] if len(volumes) == 1 else np.stack([v.reshape(*v.shape[:3], *([1] * (3 - v.ndim))) for v in volumes], -1)
+        data = (
+            volumes[0]
+            if len(volumes) == 1
+            else np.stack([v.reshape(*v.shape[:3], *([1] * (3 - v.ndim))) for v in volumes], -1)
+        )
         save_nifti(data, affine, out_file)
         return {
             "method": bundle.name,

@@ -51,7 +51,11 @@ SEGMENTATION_TINY = {
     "checkpoint_interval": 1,
     "max_train_slices": 8,
 }
-OVERRIDES = {"seg_guided_diffusion": GENERATOR_TINY, "siamese_diffusion": GENERATOR_TINY, "segmentation": SEGMENTATION_TINY}
+OVERRIDES = {
+    "seg_guided_diffusion": GENERATOR_TINY,
+    "siamese_diffusion": GENERATOR_TINY,
+    "segmentation": SEGMENTATION_TINY,
+}
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +126,10 @@ def _free_port() -> int:
 def server(datastore, bundles_copy, tmp_path_factory):
     """``monailabel start_server`` on 127.0.0.1 serving the app with tiny overrides; yields its base URL."""
     work = tmp_path_factory.mktemp("server")
+    # monailabel writes logs/, model/, bin/, lib/ into the app folder: serve a copy of main.py (it imports the package)
+    app = work / "app"
+    app.mkdir()
+    shutil.copy(APP / "main.py", app / "main.py")
     overrides = work / "overrides.json"
     overrides.write_text(json.dumps(OVERRIDES))
     port = _free_port()
@@ -130,7 +138,7 @@ def server(datastore, bundles_copy, tmp_path_factory):
         str(exe),
         "start_server",
         "--app",
-        str(APP),
+        str(app),
         "--studies",
         str(datastore),
         "--host",
@@ -152,7 +160,12 @@ def server(datastore, bundles_copy, tmp_path_factory):
     ]
     # the monailabel launcher runs `python -m monailabel.main`: this venv's python first on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "MONAI_LABEL_SESSIONS": "false"}
+    env = {
+        **os.environ,
+        "PATH": path,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        "MONAI_LABEL_SESSIONS": "false",
+    }
     log = open(work / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(work), start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -160,7 +173,9 @@ def server(datastore, bundles_copy, tmp_path_factory):
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{(work / 'server.log').read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"server exited with {proc.returncode}:\n{(work / 'server.log').read_text()[-4000:]}"
+                )
             try:
                 if requests.get(f"{url}/info/", timeout=5).status_code == 200:
                     break

@@ -137,7 +137,7 @@ def test_train_and_infer_segmentation(server):
 
 def test_generate_pairs_outside_the_datastore(server):
     out = server["work"] / "synthetic_pairs" / "seg_guided_diffusion"
-    params = {"method": "seg_guided_diffusion", "num_pairs": 5, "seed": 0}
+    params = {"generator": "seg_guided_diffusion", "num_pairs": 5, "seed": 0}
     _post(f"{server['url']}/scoring/generate_pairs?run_sync=true", json=params)
     datalist = json.loads((out / "datalist.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
@@ -148,6 +148,6 @@ def test_generate_pairs_outside_the_datastore(server):
     # nothing written into the annotators' datastore
     assert not list(server["datastore"].glob("**/*_000.nii.gz"))
     # refused inside the datastore
-    bad = {"method": "seg_guided_diffusion", "num_pairs": 1, "output_dir": str(server["datastore"] / "gen")}
+    bad = {"generator": "seg_guided_diffusion", "num_pairs": 1, "output_dir": str(server["datastore"] / "gen")}
     requests.post(f"{server['url']}/scoring/generate_pairs?run_sync=true", json=bad, timeout=TIMEOUT)
     assert not (server["datastore"] / "gen" / "datalist.json").exists()

@@ -109,16 +109,20 @@ def paste_slices(
 
 def masked_label(label: str | os.PathLike, slice_index: int, axis: int, out: str | os.PathLike) -> str:
     """Copy ``label`` keeping only slice ``slice_index`` along ``axis`` of its RAS orientation (how the bundles
-    slice volumes), so a bundle run synthesises that slice only."""
-    img = nib.as_closest_canonical(nib.load(str(label)))
+    slice volumes), so a bundle run synthesises that slice only. The copy keeps the file's own orientation."""
+    img = nib.load(str(label))
     data = np.asarray(img.dataobj)
     if data.ndim < 3:
         raise ValueError(f"slice_index is for 3D volumes; {label} has shape {data.shape}")
-    if not 0 <= slice_index < data.shape[axis]:
-        raise ValueError(f"slice_index {slice_index} outside 0..{data.shape[axis] - 1} (axis {axis} of {label})")
+    ornt = nib.orientations.io_orientation(img.affine)  # file axis i -> RAS axis ornt[i, 0], flipped if -1
+    file_axis = int(np.where(ornt[:, 0] == axis)[0][0])
+    n = data.shape[file_axis]
+    if not 0 <= slice_index < n:
+        raise ValueError(f"slice_index {slice_index} outside 0..{n - 1} (axis {axis} of {label})")
+    index = slice_index if ornt[file_axis, 1] > 0 else n - 1 - slice_index
     keep = np.zeros_like(data)
     idx = [slice(None)] * data.ndim
-    idx[axis] = slice_index
+    idx[file_axis] = index
     keep[tuple(idx)] = data[tuple(idx)]
     return save_nifti(keep, img.affine, out)
 

@@ -255,7 +255,8 @@ class GeneratePairs(ScoringMethod):
     ``--synthetic_datalist``.
 
     Triggered by ``POST /scoring/generate_pairs`` (``?run_sync=true`` to wait) with a JSON body of parameters:
-    ``method``, ``num_pairs``, ``seed``, ``output_dir`` (default: the app's ``output_dir`` conf /
+    ``generator`` (the bundle; ``method`` is MONAI Label's name of the scoring method), ``num_pairs``, ``seed``,
+    ``output_dir`` (default: the app's ``output_dir`` conf /
     ``<method>``), ``overrides``. The app turns MONAI Label's automatic re-scoring after label saves off, so it
     only runs when asked.
     """
@@ -270,13 +271,14 @@ class GeneratePairs(ScoringMethod):
 
     def info(self) -> dict[str, Any]:
         i = super().info()
-        i["config"] = {"method": list(self.generators), "num_pairs": 8, "seed": 0, "output_dir": self.output_dir}
+        i["config"] = {"generator": list(self.generators), "num_pairs": 8, "seed": 0, "output_dir": self.output_dir}
         return i
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
-        method = str(_first(request.get("method") or next(iter(self.generators))))
+        # "method" names the scoring method in MONAI Label's request: the generator bundle is "generator"
+        method = str(_first(request.get("generator") or next(iter(self.generators))))
         if method not in self.generators:
-            raise ValueError(f"unknown method {method!r}: one of {list(self.generators)}")
+            raise ValueError(f"unknown generator {method!r}: one of {list(self.generators)}")
         settings = self.generators[method]
         entries = [{"image": d["image"], "label": d["label"]} for d in datastore.datalist() if d.get("label")]
         out = request.get("output_dir") or os.path.join(self.output_dir, method)

@@ -93,7 +93,7 @@ class BundleTrainer(BundleTrainTask):
         self._request: dict = {}
         self._work: str | None = None
         super().__init__(str(settings.path), dict(conf), const=BundleConstants())
-        self._description = f"train the {settings.name} bundle on the datastore's labelled images"
+        self.description = f"train the {settings.name} bundle on the datastore's labelled images"
 
     def config(self) -> dict[str, Any]:
         c = super().config()

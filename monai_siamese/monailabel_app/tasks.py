@@ -100,6 +100,7 @@ class BundleTrainer(BundleTrainTask):
         c["device"] = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
         c["multi_gpu"] = torch.cuda.device_count() > 1
         c.pop("model_filename", None)
+        c.pop("pretrained", None)  # the bundles resume from their own checkpoints (see the class docstring)
         c["overrides"] = "{}"
         return c
 

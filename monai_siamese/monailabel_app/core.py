@@ -177,7 +177,9 @@ def synthesize(
         seed: base seed (sample ``k`` of slice ``m`` uses :func:`~monai_siamese.inferers.sample_seed`).
         slice_index: synthesise only this slice (index along ``slice_axis`` of the RAS-oriented volume).
         configs: bundle config files (``inference.json`` plus overrides such as ``demo.json``).
-        overrides: config overrides (network size, ``num_inference_steps``...).
+        overrides: config overrides (network size, ``num_inference_steps``...). MedDiff-FT runs with
+            ``mask_source="real"`` (inpaint for this label, not a generated mask) and no quality filter unless
+            overridden.
         fill: value of voxels not synthesised: ``min`` (the source's minimum), ``zero`` or ``source`` (the real
             image there).
         work_dir: parent of the temporary run folder.
@@ -186,7 +188,8 @@ def synthesize(
     bundle = Path(bundle)
     work = Path(tempfile.mkdtemp(prefix="synth_", dir=work_dir))
     try:
-        over = dict(overrides or {})
+        # MedDiff-FT: inpaint for this label (not a generated mask), no filter that could drop the only sample
+        over = {"mask_source": "real", "use_quality_filter": False, **dict(overrides or {})}
         if slice_index is not None:
             axis = int(over.get("slice_axis", 2))
             label = masked_label(label, int(slice_index), axis, work / "label_slice.nii.gz")

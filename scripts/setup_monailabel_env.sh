@@ -4,7 +4,7 @@
 # monailabel cannot share the main `.venv`: monailabel 0.8.5 pins numpy < 2 (through pydicom-seg) and imports
 # torchvision, whose PyPI build does not import beside the CPU torch 2.13 wheel. This venv takes torch 2.14.1 +
 # torchvision 0.29.1 (a CUDA build that also runs on CPU), monailabel 0.8.5, numpy < 2, pydicom < 3 and this package.
-# Measured on a 2-core machine: ~11 min on an empty venv (mostly the 5.5 GB torch wheel and the resolve), ~1 min after.
+# Measured on a 2-core machine: 7-11 min on an empty venv (mostly the 5.5 GB torch wheel and the resolve), ~1 min after.
 #
 # Usage: bash scripts/setup_monailabel_env.sh [VENV_DIR]   (default: .venv-monailabel in the repository root)
 # Re-running is cheap: an existing venv whose imports work is kept (pip only checks the pins).

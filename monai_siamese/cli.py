@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs (or resumes) the evaluation protocol: per regime N and seed, draw N real slices, train each "
         "generator on them, sample, train the segmentation bundle on real only and on real + synthetic (same "
         "iterations and seed), score on the held-out real test split; plus faithfulness, FID/KID, MS-SSIM of the "
-        "synthetic sets. Presets: demo (CPU, ~30 min), full (GPU), micro (plumbing check).",
+        "synthetic sets. Presets: demo (CPU, demo data; about 40 min per generator method on 2 cores), full (GPU), micro (plumbing check).",
     )
     p.add_argument("--out", required=True, help="output folder (an interrupted evaluation resumes from it)")
     p.add_argument("--preset", default="demo", choices=["demo", "full", "micro"])

@@ -35,7 +35,7 @@ NOT_GENERATORS = ("segmentation",)
 class Preset(str, Enum):
     """Named settings of ``python -m monai_siamese evaluate``."""
 
-    DEMO = "demo"  # the whole protocol on the demo data on 2 CPU cores in about half an hour
+    DEMO = "demo"  # the whole protocol on the demo data on 2 CPU cores (about 40 min per generator method)
     FULL = "full"  # GPU: 5 seeds, 1800-iteration segmentation, the generators' full train.json
     MICRO = "micro"  # plumbing check for tests: a few iterations, one seed, one regime
 
@@ -246,8 +246,8 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
     - ``demo``: regimes N = 4 and 8, one slice draw per regime, 3 segmentation seeds; one generator per regime
       (its ``demo.json``: 64 x 64, 1000 iterations on the draw's N pairs), 8 samples per mask with 25 DDIM steps;
       segmentation 64 x 64 (not the calibration's 128: time), UNet (16, 32, 64, 128) without residual units,
-      600 iterations at batch 8, a quarter of every batch synthetic in the mixed arms. About 30 minutes on 2 CPU
-      cores.
+      600 iterations at batch 8, a quarter of every batch synthetic in the mixed arms. Measured: 81 minutes of
+      stages for two methods (seg_guided_diffusion, meddiff_ft) on 2 shared CPU cores; ``--methods`` picks fewer.
     - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
       iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
       (the calibration's setting, residual units). GPU.

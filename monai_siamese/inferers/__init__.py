@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from monai_siamese.inferers.dpm_solver import DPMSolverMultistepScheduler, SamplerType, make_scheduler
 from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
 from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 
 __all__ = [
+    "DPMSolverMultistepScheduler",
     "DynamicGuidingMask",
     "InpaintJobs",
     "ConditionalSampler",
     "Job",
     "LatentInterpolation",
     "PairGenerator",
+    "SamplerType",
+    "make_scheduler",
     "sample_seed",
     "seeded_noise",
 ]

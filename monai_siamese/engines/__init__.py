@@ -12,6 +12,14 @@ from monai_siamese.engines.handlers import (
     find_latest_checkpoint,
     is_main_process,
 )
+from monai_siamese.engines.performance import (
+    BF16NoScalerHandler,
+    CompiledModule,
+    compile_network,
+    fused_adamw_available,
+    to_channels_last,
+    unwrap_network,
+)
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.engines.siamese import (
     ImageHint,
@@ -21,6 +29,12 @@ from monai_siamese.engines.siamese import (
 )
 
 __all__ = [
+    "BF16NoScalerHandler",
+    "CompiledModule",
+    "compile_network",
+    "fused_adamw_available",
+    "to_channels_last",
+    "unwrap_network",
     "ConditionalDiffusionPrepareBatch",
     "ExportWeightsHandler",
     "GradientClipHandler",

@@ -614,7 +614,7 @@ def quality_worker(cfg: dict) -> dict:
         seg_dir = work / "segmenter"
         over = _quick_overrides(seg_dir, demo_dir, 64, cfg["segmenter_iterations"])
         over.update({"network_def#channels": [16, 32, 64, 128], "val_interval": 1000})
-        run_bundle(seg_bundle, ["train.json", "demo.json"], "bench_seg", "train", over)
+        run_bundle(seg_bundle, ["train.json", "demo.json"], "training", "train", over)
         segmenter = load_segmenter(seg_bundle, configs=["train.json", "demo.json"], overrides=over, device=device)
         res["segmenter"] = f"quick: segmentation bundle demo.json, 64x64, {cfg['segmenter_iterations']} iterations"
     res["timings_s"]["segmenter"] = time.perf_counter() - t0
@@ -625,7 +625,7 @@ def quality_worker(cfg: dict) -> dict:
         weights = cfg["generator"]
         res["generator"] = weights
     else:
-        run_bundle(gen_bundle, ["train.json", "demo.json"], "bench_gen", "train", gen_over)
+        run_bundle(gen_bundle, ["train.json", "demo.json"], "training", "train", gen_over)
         weights = str(work / "generator" / "models" / "model.safetensors")
         res["generator"] = (
             f"quick: seg_guided_diffusion demo.json, {gen_size}x{gen_size}, {cfg['generator_iterations']} iterations"

@@ -26,11 +26,11 @@ def bench():
 def test_quick_smoke_run_writes_json_and_markdown(bench, tmp_path):
     args = ["--quick", "--device", "cpu", "--resolution", "16", "--batch", "2", "--sample_batch", "2"]
     args += ["--channels", "8", "16", "--steps", "1", "--warmup", "1", "--sample_repeats", "1", "--skip_quality"]
-    args += ["--in_process", "--methods", "seg_guided_diffusion", "siamese_diffusion", "--out", str(tmp_path)]
+    args += ["--in_process", "--methods", "seg_guided_diffusion", "--out", str(tmp_path)]
     assert bench.main(args) == 0
     result = json.loads(next(tmp_path.glob("benchmark_cpu_*.json")).read_text())
     md = next(tmp_path.glob("benchmark_cpu_*.md")).read_text()
-    for m in ("seg_guided_diffusion", "siamese_diffusion"):
+    for m in ("seg_guided_diffusion",):
         for v in ("ours", "reference"):
             tr = result["train"][m][v]
             assert tr["images_per_s"] > 0 and tr["peak_mib"] > 0 and tr["flops_per_step"] > 0

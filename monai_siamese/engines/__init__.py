@@ -13,6 +13,14 @@ from monai_siamese.engines.handlers import (
     is_main_process,
 )
 from monai_siamese.engines.latent import LatentDiffusionPrepareBatch, train_autoencoder
+from monai_siamese.engines.performance import (
+    BF16NoScalerHandler,
+    CompiledModule,
+    compile_network,
+    fused_adamw_available,
+    to_channels_last,
+    unwrap_network,
+)
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.engines.siamese import (
     ImageHint,
@@ -22,6 +30,12 @@ from monai_siamese.engines.siamese import (
 )
 
 __all__ = [
+    "BF16NoScalerHandler",
+    "CompiledModule",
+    "compile_network",
+    "fused_adamw_available",
+    "to_channels_last",
+    "unwrap_network",
     "ConditionalDiffusionPrepareBatch",
     "ExportWeightsHandler",
     "GradientClipHandler",

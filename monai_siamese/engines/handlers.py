@@ -256,12 +256,21 @@ class ProgressBarHandler:
 
 
 class TerminateOnNanHandler:
-    """ignite's ``TerminateOnNan`` on the loss, attachable from a MONAI handler list (it lacks ``attach``)."""
+    """ignite's ``TerminateOnNan`` on the loss, attachable from a MONAI handler list (it lacks ``attach``).
 
-    def __init__(self, loss_key: str = "loss") -> None:
+    The check reads the loss back to the host (a device sync), so on a GPU check every ``interval`` iterations (the
+    bundles use their ``log_interval``) rather than every step.
+
+    Args:
+        loss_key: key of the loss in the engine output.
+        interval: check every ``interval`` iterations.
+    """
+
+    def __init__(self, loss_key: str = "loss", interval: int = 1) -> None:
         from ignite.handlers import TerminateOnNan
 
         self.handler = TerminateOnNan(output_transform=lambda out: from_engine([loss_key], first=True)(out)[0])
+        self.interval = max(int(interval), 1)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.handler)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.handler)

@@ -15,6 +15,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.optim import Optimizer
 
+from monai_siamese.engines.performance import unwrap_network
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.networks.siamese import SiameseDiffusionNetwork
 
@@ -120,7 +121,7 @@ class SiameseDiffusionLoss(nn.Module):
 
 
 def _unwrap(network: nn.Module) -> nn.Module:
-    return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
+    return unwrap_network(network)
 
 
 class SiameseDiffusionTrainer(SupervisedTrainer):

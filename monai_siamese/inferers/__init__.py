@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from monai_siamese.inferers.dpm_solver import DPMSolverMultistepScheduler, SamplerType, make_scheduler
 from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
 from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.latent import LatentSampler
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 
 __all__ = [
+    "DPMSolverMultistepScheduler",
     "DynamicGuidingMask",
     "InpaintJobs",
     "ConditionalSampler",
@@ -15,6 +17,8 @@ __all__ = [
     "LatentInterpolation",
     "LatentSampler",
     "PairGenerator",
+    "SamplerType",
+    "make_scheduler",
     "sample_seed",
     "seeded_noise",
 ]

@@ -1,0 +1,135 @@
+"""Training speed options for the bundles: ``channels_last``, ``torch.compile`` with an eager fallback, fused AdamW
+and bf16 autocast without a gradient scaler (no host-device synchronisation per step).
+
+MONAI's ``SupervisedTrainer`` has ``amp`` but no compile or memory-format option, and always creates a float16
+``GradScaler`` whose ``step`` reads the inf check back to the host every iteration; bf16 does not need one
+(:class:`BF16NoScalerHandler`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+__all__ = [
+    "CompiledModule",
+    "compile_network",
+    "to_channels_last",
+    "fused_adamw_available",
+    "BF16NoScalerHandler",
+    "unwrap_network",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def to_channels_last(network: nn.Module, enabled: bool = True) -> nn.Module:
+    """Convert a 2D network's 4D parameters to ``channels_last`` (faster convolutions under bf16 on tensor cores);
+    3D networks are converted with ``channels_last_3d``. Returns the same module."""
+    if not enabled:
+        return network
+    ndims = {p.ndim for p in network.parameters()}
+    fmt = torch.channels_last_3d if 5 in ndims else torch.channels_last
+    return network.to(memory_format=fmt)
+
+
+class CompiledModule(nn.Module):
+    """``torch.compile(module)`` that falls back to the eager module, with a warning, when compiling fails, whether
+    at ``torch.compile`` or at the first call (where dynamo and inductor do their work: a missing C++ compiler or
+    Triton, an unsupported op).
+
+    The wrapper shares the module's parameters; checkpoints, EMA and weight export keep using the wrapped module
+    (``.module``), so their state-dict keys do not change. Calls other than ``forward`` (methods of the module) are
+    not compiled.
+
+    Args:
+        module: the network.
+        compile_kwargs: arguments of ``torch.compile`` (``mode``, ``dynamic``, ``backend``, ...).
+    """
+
+    def __init__(self, module: nn.Module, **compile_kwargs: Any) -> None:
+        super().__init__()
+        self.module = module
+        self.compile_kwargs = compile_kwargs
+        self.compiled: Any = None
+        self.fallback_reason: str | None = None
+        try:
+            self.compiled = torch.compile(module, **compile_kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
+            self._fall_back(e)
+
+    def _fall_back(self, error: BaseException) -> None:
+        self.fallback_reason = f"{type(error).__name__}: {error}"
+        self.compiled = None
+        msg = f"torch.compile failed, running {type(self.module).__name__} eagerly: {self.fallback_reason[:500]}"
+        logger.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                self._fall_back(e)
+        return self.module(*args, **kwargs)
+
+
+def compile_network(network: nn.Module, enabled: bool = True, **compile_kwargs: Any) -> nn.Module:
+    """The network to give the trainer: a :class:`CompiledModule` when ``enabled`` (eager fallback with a warning),
+    else the network itself.
+
+    Args:
+        network: the network (keep using it, not the wrapper, for checkpoints, EMA and the optimizer).
+        enabled: compile or not (the bundles' ``compile`` key).
+        compile_kwargs: arguments of ``torch.compile``.
+    """
+    return CompiledModule(network, **compile_kwargs) if enabled else network
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The network inside DDP / DataParallel / :class:`CompiledModule` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            network = network.module
+        elif isinstance(network, CompiledModule):
+            network = network.module
+        elif hasattr(network, "_orig_mod") and isinstance(network._orig_mod, nn.Module):
+            network = network._orig_mod
+        else:
+            return network
+
+
+def fused_adamw_available(device: torch.device | str | None = None) -> bool:
+    """Whether ``torch.optim.AdamW(fused=True)`` can run on ``device`` (CUDA; default: CUDA when available)."""
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return dev.type == "cuda" and torch.cuda.is_available()
+
+
+class BF16NoScalerHandler:
+    """Under bf16 autocast, replace the float16 ``GradScaler`` that MONAI's ``Trainer.run`` creates with a disabled one
+    at ``STARTED``: bf16 has float32's range, so loss scaling is not needed, and the scaler's inf check reads a value
+    back to the host every step. Autocast stays on (MONAI enters it only when ``engine.scaler`` is not None).
+
+    Args:
+        amp_dtype: the trainer's autocast dtype; nothing changes unless it is ``torch.bfloat16``.
+    """
+
+    def __init__(self, amp_dtype: torch.dtype | None = torch.bfloat16) -> None:
+        self.amp_dtype = amp_dtype
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        dtype = self.amp_dtype or (getattr(engine, "amp_kwargs", None) or {}).get("dtype")
+        if getattr(engine, "amp", False) and dtype == torch.bfloat16:
+            engine.scaler = torch.amp.GradScaler("cuda", enabled=False)

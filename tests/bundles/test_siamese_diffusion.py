@@ -37,6 +37,7 @@ TINY = {
     "sample_interval": 2,
     "sample_steps": 2,
     "max_train_slices": 8,
+    "log_interval": 1,  # a TensorBoard point per iteration
     "warmup_steps": 1,
     "ema_warmup_iters": 2,
 }

@@ -129,27 +129,6 @@ def test_missing_pretrained_model_is_a_clear_error(tmp_path, demo_dir):
     assert any("Train the base model first" in m for m in msgs)
 
 
-def test_metadata_verifies():
-    import subprocess
-    import sys
-
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(MFT / "configs" / "metadata.json"),
-            "--filepath",
-            str(BUNDLES / "metadata_schema.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-
-
 def test_quality_filter_counts_rejections(tmp_path, demo_dir, pretrained):
     """The pretrained-only tiny model gives poor images: the filter rejects them and the manifest counts them."""
     out = tmp_path / "synthetic"

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -158,44 +156,6 @@ def test_ddp_two_cpu_processes(tmp_path, demo_dir):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "models" / "checkpoint_iteration=4.pt").is_file()
     assert (tmp_path / "models" / "model.safetensors").is_file()
-
-
-def test_metadata_verifies_against_schema(tmp_path):
-    schema = BUNDLES / "metadata_schema.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"),
-            "--filepath",
-            str(schema),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0 and "verified with no error" in (r.stdout + r.stderr)
-    bad = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    del bad["network_data_format"]["outputs"]
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
-    shutil.copy(schema, tmp_path / "schema.json")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(tmp_path / "bad.json"),
-            "--filepath",
-            str(tmp_path / "schema.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode != 0
 
 
 def test_cli_run_from_another_folder(tmp_path, demo_dir):

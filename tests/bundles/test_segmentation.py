@@ -160,24 +160,6 @@ def test_synthetic_datalist_trains_a_plain_monai_pipeline(tmp_path, synthetic_da
     assert trainer.state.iteration == 2 and np.isfinite(trainer.state.output[0]["loss"])
 
 
-def test_metadata_verifies_against_schema():
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"),
-            "--filepath",
-            str(BUNDLES / "metadata_schema.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0 and "verified with no error" in (r.stdout + r.stderr)
-
-
 def test_bad_synthetic_file_fails_before_training(tmp_path, demo_dir, synthetic_datalist):
     from monai_siamese.data import DataValidationError
 

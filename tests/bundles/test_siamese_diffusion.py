@@ -210,24 +210,6 @@ def test_ddp_two_cpu_processes(tmp_path, demo_dir):
     assert (tmp_path / "models" / "model.safetensors").is_file()
 
 
-def test_metadata_verifies_against_schema():
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_metadata",
-            "--meta_file",
-            str(BUNDLE / "configs" / "metadata.json"),
-            "--filepath",
-            str(BUNDLES / "metadata_schema.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0 and "verified with no error" in (r.stdout + r.stderr)
-
-
 def test_bad_datalist_fails_before_training(tmp_path, demo_dir):
     bad = {"training": [{"image": "nope.nii.gz", "label": "nope_label.nii.gz"}], "validation": []}
     (tmp_path / "bad.json").write_text(json.dumps(bad))

@@ -33,7 +33,11 @@ class QualityTest(str, Enum):
 
 
 def per_class_dice(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Dice per sample and foreground class, ``(B, num_classes - 1)``; NaN where the class is absent from both."""
+    """Dice per sample and foreground class, ``(B, num_classes - 1)``; NaN where the class is absent from both.
+
+    Unlike :func:`~monai_siamese.quality.per_class_scores` (MONAI ``DiceMetric`` with ``ignore_empty``, NaN whenever
+    the mask lacks the class), a class the segmenter finds but the conditioning mask lacks scores 0 here: the filter
+    must reject a sample that shows a structure its mask does not have."""
     b = pred.shape[0]
     p = F.one_hot(pred.reshape(b, -1).long(), num_classes).float()
     t = F.one_hot(target.reshape(b, -1).long(), num_classes).float()

@@ -32,7 +32,6 @@ shared machine a whole run's time picks up other processes' bursts). Writes ``be
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import math
@@ -502,7 +501,8 @@ def _time_sampling(run, device: torch.device, repeats: int, steps: int) -> dict[
 
 
 def sample_worker(cfg: dict, method: str, variant: str) -> dict:
-    from monai_siamese.inferers import ConditionalSampler, make_scheduler, seeded_noise
+    from monai_siamese.diffusion import make_scheduler
+    from monai_siamese.inferers import ConditionalSampler, seeded_noise
 
     device = torch.device(cfg["device"])
     bs = cfg["sample_batch"]
@@ -594,7 +594,8 @@ def quality_worker(cfg: dict) -> dict:
 
     from monai_siamese.cli import run_bundle
     from monai_siamese.data.demo import ensure_demo_data
-    from monai_siamese.inferers import ConditionalSampler, make_scheduler, seeded_noise
+    from monai_siamese.diffusion import make_scheduler
+    from monai_siamese.inferers import ConditionalSampler, seeded_noise
     from monai_siamese.networks import ConcatConditionedUNet, load_weights
     from monai_siamese.quality import load_segmenter
     from monai_siamese.quality.faithfulness import faithfulness_dice

@@ -16,7 +16,8 @@ from monai_siamese.data.mixing import (
 from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_slice_transform, pair_load_transform
 from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
 from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
-from monai_siamese.data.writer import SaveSliceLabeld, SyntheticPairWriter, pair_name, save_nifti, slice_name
+from monai_siamese.data.io import image_shape, save_nifti, save_png_array
+from monai_siamese.data.writer import SaveSliceLabeld, SyntheticPairWriter, pair_name, slice_name
 
 __all__ = [
     "DatalistError",
@@ -39,6 +40,7 @@ __all__ = [
     "ensure_demo_data",
     "fit_slice_transform",
     "from_unit_range",
+    "image_shape",
     "iter_slices",
     "load_datalist",
     "load_synthetic_datalists",
@@ -46,6 +48,7 @@ __all__ = [
     "pair_load_transform",
     "pair_name",
     "save_nifti",
+    "save_png_array",
     "select_entries",
     "slice_affine",
     "slice_name",

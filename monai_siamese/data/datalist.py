@@ -73,7 +73,8 @@ def load_datalist(
     """Load one split of a MONAI datalist, with absolute paths.
 
     Relative paths are resolved against ``dataset_dir`` when given and the file exists there, else against the
-    datalist's folder. If ``datalist`` is the demo datalist and does not exist yet, the demo data are built.
+    datalist's folder. Reading a datalist only reads the file (the demo data are built by whoever asks for them:
+    :func:`~monai_siamese.data.ensure_demo_data`).
 
     Args:
         datalist: path of the datalist JSON.
@@ -82,9 +83,6 @@ def load_datalist(
         path_keys: entry keys holding paths.
         required: raise when the split is missing (else return ``[]``).
     """
-    from monai_siamese.data.demo import maybe_build_demo_for
-
-    maybe_build_demo_for(datalist)
     content = read_datalist_file(datalist)
     if key not in content:
         if not required:

@@ -23,7 +23,7 @@ from monai.transforms import Resize, SpatialCrop
 
 from monai_siamese.data.datalist import write_datalist
 from monai_siamese.data.slicing import iter_slices
-from monai_siamese.data.writer import save_nifti
+from monai_siamese.data.io import save_nifti
 from monai_siamese.utils import atomic_write_text
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "demo_datalist",
     "build_demo_data",
     "ensure_demo_data",
-    "maybe_build_demo_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,17 +64,6 @@ def demo_datalist() -> str:
 def _is_complete(root: Path) -> bool:
     marker = root / _MARKER
     return marker.is_file() and marker.read_text().strip() == DEMO_VERSION
-
-
-def maybe_build_demo_for(datalist: str | os.PathLike) -> None:
-    """Build the demo data when ``datalist`` is the (not yet built) demo datalist; otherwise do nothing."""
-    root = Path(demo_dir())
-    try:
-        is_demo = Path(datalist).expanduser().resolve() == (root / "datalist.json").resolve()
-    except OSError:
-        return
-    if is_demo and not _is_complete(root):
-        build_demo_data(str(root))
 
 
 def ensure_demo_data(root: str | os.PathLike | None = None) -> str:

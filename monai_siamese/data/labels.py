@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -130,10 +130,3 @@ class LabelMapd(MapTransform):
             out = torch.as_tensor(mapped, dtype=torch.int64)
             d[key] = MetaTensor(out, meta=lab.meta) if isinstance(lab, MetaTensor) else out
         return d
-
-
-def class_names_or_default(names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """Class names for reports, ``class_1...`` when not given."""
-    if names:
-        return list(names)
-    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]

@@ -14,7 +14,14 @@ from monai.transforms import LoadImage
 
 from monai_siamese.data.labels import LabelValueError, map_label_values
 
-__all__ = ["Problem", "DataValidationError", "validate_entry", "validate_datalist", "validate_or_raise"]
+__all__ = [
+    "Problem",
+    "DataValidationError",
+    "validate_entry",
+    "validate_datalist",
+    "validate_datalist_file",
+    "validate_or_raise",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +186,40 @@ def validate_or_raise(entries: Sequence[Mapping], num_classes: int, **kwargs) ->
         raise DataValidationError(problems, len(entries))
     logger.info(f"validated {len(entries)} datalist entries: no problem found")
     return len(entries)
+
+
+def validate_datalist_file(
+    datalist: str | os.PathLike,
+    num_classes: int | None = None,
+    splits: Sequence[str] | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    **kwargs,
+) -> tuple[list[Problem], int, list[str]]:
+    """Check every entry of the ``splits`` of a datalist file (``python -m monai_siamese validate``).
+
+    Args:
+        datalist: the datalist JSON.
+        num_classes: classes including background (default: the datalist's ``num_classes`` or ``labels``).
+        splits: splits to check (default: every split).
+        dataset_dir: base folder of relative paths.
+        kwargs: options of :func:`validate_datalist`.
+
+    Returns:
+        the problems, the number of entries checked and the splits checked.
+
+    Raises:
+        DatalistError: the file is missing or malformed, or ``num_classes`` is neither given nor in the file.
+    """
+    from monai_siamese.data.datalist import DatalistError, datalist_splits, load_datalist, read_datalist_file
+
+    content = read_datalist_file(datalist)
+    if num_classes is None:
+        if "num_classes" in content:
+            num_classes = int(content["num_classes"])
+        elif isinstance(content.get("labels"), Mapping):
+            num_classes = len(content["labels"])
+        else:
+            raise DatalistError(f"{datalist}: has no 'num_classes' or 'labels': give the number of classes")
+    splits = list(splits) if splits else datalist_splits(content)
+    entries = [e for split in splits for e in load_datalist(datalist, split, dataset_dir)]
+    return validate_datalist(entries, num_classes, **kwargs), len(entries), splits

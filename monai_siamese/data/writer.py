@@ -20,30 +20,17 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from PIL import Image
 
 from monai_siamese.data.datalist import write_datalist
+from monai_siamese.data.io import save_nifti, save_png_array
 from monai_siamese.data.visualize import grid, label_to_rgb, overlay, save_png, to_uint8
-from monai_siamese.utils import atomic_path, atomic_write_json, versions
+from monai_siamese.utils import atomic_write_json, versions
 
-__all__ = ["save_nifti", "SyntheticPairWriter", "pair_name", "slice_name", "SaveSliceLabeld"]
-
-
-def save_nifti(array: np.ndarray | torch.Tensor, affine: np.ndarray | torch.Tensor, path: str | os.PathLike) -> str:
-    """Save a ``(H, W)`` / ``(X, Y, Z)`` array with a 4x4 RAS affine as NIfTI, atomically."""
-    arr = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-    aff = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    img = nib.Nifti1Image(arr, aff)
-    img.set_qform(aff, code=1)
-    img.set_sform(aff, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(img, tmp)
-    return str(path)
+__all__ = ["SyntheticPairWriter", "pair_name", "slice_name", "SaveSliceLabeld"]
 
 
 def pair_name(source: str, slice_index: int, sample_index: int, mask_index: int | None = None) -> str:
@@ -217,11 +204,8 @@ class SyntheticPairWriter:
         if fmt == "png":
             img_rel, lab_rel = f"images/{name}.png", f"labels/{name}.png"
             arr = image.clamp(0, 255).round().to(torch.uint8).numpy()
-            arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-            with atomic_path(self.root / img_rel) as tmp:
-                Image.fromarray(np.ascontiguousarray(np.swapaxes(arr, 0, 1))).save(tmp, format="PNG")
-            with atomic_path(self.root / lab_rel) as tmp:
-                Image.fromarray(np.ascontiguousarray(lab2d.T.astype(np.uint8))).save(tmp, format="PNG")
+            save_png_array(arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1), self.root / img_rel)
+            save_png_array(lab2d.astype(np.uint8), self.root / lab_rel)
         else:
             img_rel, lab_rel = f"images/{name}.nii.gz", f"labels/{name}.nii.gz"
             arr = image.numpy()

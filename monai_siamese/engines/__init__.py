@@ -21,13 +21,8 @@ from monai_siamese.engines.performance import (
     to_channels_last,
     unwrap_network,
 )
-from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from monai_siamese.engines.siamese import (
-    ImageHint,
-    SiameseDiffusionLoss,
-    SiameseDiffusionTrainer,
-    make_image_hint,
-)
+from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch, DiffusionLoss
+from monai_siamese.engines.siamese import LOSS_KEYS, SiameseDiffusionLoss, SiameseScheduleHandler
 
 __all__ = [
     "BF16NoScalerHandler",
@@ -37,18 +32,18 @@ __all__ = [
     "to_channels_last",
     "unwrap_network",
     "ConditionalDiffusionPrepareBatch",
+    "DiffusionLoss",
     "ExportWeightsHandler",
     "GradientClipHandler",
-    "ImageHint",
     "LatentDiffusionPrepareBatch",
     "ProgressBarHandler",
     "ResumeHandler",
     "SampleGridHandler",
+    "LOSS_KEYS",
     "SiameseDiffusionLoss",
-    "SiameseDiffusionTrainer",
+    "SiameseScheduleHandler",
     "TerminateOnNanHandler",
     "find_latest_checkpoint",
     "is_main_process",
-    "make_image_hint",
     "train_autoencoder",
 ]

@@ -23,14 +23,14 @@ class LatentDiffusionPrepareBatch(ConditionalDiffusionPrepareBatch):
     """:class:`~monai_siamese.engines.ConditionalDiffusionPrepareBatch` in the latent space of a frozen autoencoder:
     the batch's images are encoded (``codec.encode``, posterior sample by default, as Stable Diffusion training does)
     and its condition mapped by ``codec.encode_condition``; the noise, timesteps and targets are drawn on the latents.
-    The original batch is not modified, so the Siamese trainer's ``image_hint_key="image"`` still reads the pixel
-    image.
+    The pixel images stay in the batch as ``pixel_image`` (``hint_image_key="pixel_image"`` hands them to the
+    Siamese-Diffusion inferer, whose image hint is in pixel space).
 
     Args:
         codec: the frozen autoencoder, on the training device.
-        num_train_timesteps, condition_name, mode, batch_transform, prediction_type, scheduler: as
-            :class:`~monai_siamese.engines.ConditionalDiffusionPrepareBatch` (``batch_transform`` acts on the
-            pixel-space condition, before encoding).
+        num_train_timesteps, condition_name, mode, batch_transform, prediction_type, scheduler, min_snr_gamma,
+            hint_image_key: as :class:`~monai_siamese.engines.ConditionalDiffusionPrepareBatch` (``batch_transform``
+            acts on the pixel-space condition, before encoding).
         sample_posterior: encode with a posterior sample (True) or its mean.
         image_key: batch key of the images.
     """
@@ -44,10 +44,14 @@ class LatentDiffusionPrepareBatch(ConditionalDiffusionPrepareBatch):
         batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         prediction_type: str = "epsilon",
         scheduler: Any = None,
+        min_snr_gamma: float | None = None,
+        hint_image_key: str | None = None,
         sample_posterior: bool = True,
         image_key: str = "image",
     ) -> None:
-        super().__init__(num_train_timesteps, condition_name, mode, None, prediction_type, scheduler)
+        super().__init__(
+            num_train_timesteps, condition_name, mode, None, prediction_type, scheduler, min_snr_gamma, hint_image_key
+        )
         self.codec = codec
         self.pixel_transform = batch_transform
         self.sample_posterior = sample_posterior
@@ -62,6 +66,7 @@ class LatentDiffusionPrepareBatch(ConditionalDiffusionPrepareBatch):
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
         batch = {k: (v.as_tensor() if hasattr(v, "as_tensor") else v) for k, v in batchdata.items()}
         images = batch[self.image_key].to(device, non_blocking=non_blocking)
+        batch["pixel_image"] = images
         batch["image"] = self.codec.encode(images, sample=self.sample_posterior)
         if self.condition_name is not None and self.condition_name in batch:
             cond = batch[self.condition_name].to(device, non_blocking=non_blocking)

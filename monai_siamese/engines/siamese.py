@@ -1,60 +1,21 @@
-"""Siamese-Diffusion training: the image hint, the four loss terms and a ``SupervisedTrainer`` whose iteration runs
-both branches (Qiu et al., arXiv 2505.06068)."""
+"""Siamese-Diffusion training on the stock ``SupervisedTrainer``: the loss of the four terms and the handler that
+ramps the image-hint weight and switches online augmentation on (Qiu et al., arXiv 2505.06068). The forward pass is
+:class:`~monai_siamese.inferers.SiameseDiffusionInferer`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import Enum
-from typing import Any
+from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
+from ignite.engine import Engine, Events
 from torch import nn
-from torch.optim import Optimizer
 
-from monai_siamese.engines.performance import unwrap_network
-from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from monai_siamese.networks.siamese import SiameseDiffusionNetwork
+from monai_siamese.inferers.siamese import SiameseDiffusionInferer
 
-__all__ = ["ImageHint", "make_image_hint", "SiameseDiffusionLoss", "SiameseDiffusionTrainer", "LOSS_KEYS"]
+__all__ = ["SiameseDiffusionLoss", "SiameseScheduleHandler", "LOSS_KEYS"]
 
 #: the loss terms stored in the engine output (``loss`` is their weighted sum)
 LOSS_KEYS = ("loss", "loss_mask", "loss_img", "loss_nc", "loss_oa")
-
-
-class ImageHint(str, Enum):
-    """How the image becomes a hint with the mask hint's channel count."""
-
-    REPEAT = "repeat"  # the image channels tiled (a 1-channel image is repeated C times)
-    PAD = "pad"  # the image channels, then zero channels
-
-
-def make_image_hint(
-    images: torch.Tensor, channels: int, mode: ImageHint | str = ImageHint.REPEAT, size: Sequence[int] | None = None
-) -> torch.Tensor:
-    """The image as a ControlNet hint: mapped from [-1, 1] to [0, 1] (the range of a one-hot mask hint, as the
-    reference maps its images), matched to ``channels`` and resized to ``size`` (the mask hint's) if it differs.
-
-    Args:
-        images: ``(B, C_img, *spatial)`` in [-1, 1].
-        channels: hint channels of the ControlNet.
-        mode: :class:`ImageHint`.
-        size: spatial size of the hint (default: the images').
-    """
-    hint = (images.float() + 1.0) / 2.0
-    c = hint.shape[1]
-    if ImageHint(mode) == ImageHint.REPEAT:
-        hint = hint.repeat(1, -(-channels // c), *([1] * (hint.ndim - 2)))[:, :channels]
-    elif c >= channels:
-        hint = hint[:, :channels]
-    else:
-        hint = torch.cat([hint, hint.new_zeros((hint.shape[0], channels - c, *hint.shape[2:]))], dim=1)
-    if size is not None and tuple(size) != tuple(hint.shape[2:]):
-        hint = F.interpolate(hint, size=tuple(size), mode="bilinear" if hint.ndim == 4 else "trilinear")
-    return hint
 
 
 def _per_sample_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,7 +33,9 @@ class SiameseDiffusionLoss(nn.Module):
       reference's per-sample weights, 0 for the others); 0 when there are none.
 
     Each term is the mean over its samples of the per-sample mean squared error. A weight of 0 turns a term off (it is
-    still reported).
+    still reported). ``forward`` returns the weighted sum (what ``SupervisedTrainer`` back-propagates) and keeps the
+    detached terms in :attr:`last_terms` for the stats handlers (:class:`SiameseScheduleHandler` copies them into the
+    engine output).
 
     Args:
         mask_weight: weight of L_mask.
@@ -89,21 +52,36 @@ class SiameseDiffusionLoss(nn.Module):
         self.image_weight = image_weight
         self.nc_weight = nc_weight
         self.oa_weight = oa_weight
+        self.last_terms: dict[str, torch.Tensor] = {}
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of the terms (see :meth:`terms`)."""
+        terms = self.terms(outputs, target)
+        self.last_terms = {k: v.detach() for k, v in terms.items()}
+        return terms["loss"]
+
+    def terms(self, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Args:
             outputs: what :class:`~monai_siamese.networks.SiameseDiffusionNetwork` returns.
-            target: the regression target of ``pred_mask`` / ``pred_image``.
+            target: the regression target of ``pred_mask`` / ``pred_image``, or ``(target, per-sample weights)``.
 
         Returns:
             the terms of :data:`LOSS_KEYS` (``loss`` with its graph, the terms unweighted).
         """
+        weights = None
+        if isinstance(target, (tuple, list)):  # (target, per-sample weights) of min-SNR weighting
+            target, weights = target
+
+        def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            per_sample = _per_sample_mse(a, b)
+            return (per_sample * weights.to(per_sample) if weights is not None else per_sample).mean()
+
         pred_m = outputs["pred_mask"]
         zero = pred_m.new_zeros((), dtype=torch.float32)
-        terms = {"loss_mask": _per_sample_mse(pred_m, target).mean()}
+        terms = {"loss_mask": mse(pred_m, target)}
         pred_i = outputs.get("pred_image")
-        terms["loss_img"] = _per_sample_mse(pred_i, target).mean() if pred_i is not None else zero
-        terms["loss_nc"] = _per_sample_mse(pred_m, pred_i.detach()).mean() if pred_i is not None else zero
+        terms["loss_img"] = mse(pred_i, target) if pred_i is not None else zero
+        terms["loss_nc"] = mse(pred_m, pred_i.detach()) if pred_i is not None else zero
         if outputs.get("pred_oa") is not None:
             terms["loss_oa"] = _per_sample_mse(outputs["pred_oa"], outputs["target_oa"]).sum() / pred_m.shape[0]
         else:
@@ -120,187 +98,54 @@ class SiameseDiffusionLoss(nn.Module):
         return {"loss": total, **terms}
 
 
-def _unwrap(network: nn.Module) -> nn.Module:
-    return unwrap_network(network)
+class SiameseScheduleHandler:
+    """The training schedule of Siamese-Diffusion on the stock ``SupervisedTrainer``: before every iteration, sets
+    the inferer's image-hint weight ``w_i = global_step / max_steps`` (0 -> 1 over training) and turns online
+    augmentation on once ``global_step > oa_start * max_steps``; after it, copies the loss terms, ``w_i`` and the
+    number of augmented samples into the engine output (``loss_mask``, ``loss_img``, ``loss_nc``, ``loss_oa``,
+    ``image_weight``, ``oa_samples``) for the stats handlers.
 
-
-class SiameseDiffusionTrainer(SupervisedTrainer):
-    """``SupervisedTrainer`` for Siamese-Diffusion (Qiu et al., Noise-Consistent Siamese-Diffusion for Medical Image
-    Synthesis and Segmentation, arXiv 2505.06068).
-
-    Each iteration: ``prepare_batch`` draws the noise and timesteps (and gives the target for ``prediction_type``);
-    the network (a :class:`~monai_siamese.networks.SiameseDiffusionNetwork`, possibly wrapped in
-    ``DistributedDataParallel``) runs Mask-Diffusion, Image-Diffusion with the image-hint weight
-    ``w_i = global_step / max_steps`` (0 -> 1 over training) and, once ``global_step > oa_start * max_steps``, online
-    augmentation for the samples with ``t <= oa_max_t``; :class:`SiameseDiffusionLoss` combines the terms. AMP,
-    gradient accumulation and the ``IterationEvents`` (``BACKWARD_COMPLETED`` for gradient clipping) work as in
-    ``SupervisedTrainer``. The engine output holds ``loss``, ``loss_mask``, ``loss_img``, ``loss_nc``, ``loss_oa``,
-    ``image_weight`` and ``oa_samples`` for the stats handlers.
+    ``global_step`` is the number of optimizer steps before the current iteration (0 at the first); it is derived
+    from the engine's iteration, so a resumed run continues the schedule exactly.
 
     Args:
-        device: device of the step.
-        max_epochs: epochs to run.
-        train_data_loader: batches with ``image`` and the encoded mask under ``condition_name`` of ``prepare_batch``.
-        network: the Siamese-Diffusion network.
-        optimizer: optimizer over the trainable parameters.
-        loss_function: :class:`SiameseDiffusionLoss` (default: all weights 1).
-        epoch_length: iterations per epoch.
-        prepare_batch: :class:`~monai_siamese.engines.ConditionalDiffusionPrepareBatch` (its ``prediction_type`` must
-            be the network's).
-        max_steps: training length for ``w_i`` and the online-augmentation start (default: ``max_epochs *
-            epoch_length``).
+        inferer: the trainer's :class:`~monai_siamese.inferers.SiameseDiffusionInferer`.
+        loss: the trainer's :class:`SiameseDiffusionLoss` (also decides whether augmentation runs: weight 0 = off).
+        max_steps: training length for ``w_i`` and the augmentation start (default: ``max_epochs * epoch_length``).
         oa_start: fraction of ``max_steps`` after which online augmentation runs.
-        oa_max_t: online augmentation only for samples with ``t <= oa_max_t``.
-        image_hint: :class:`ImageHint`, how the image is matched to the hint channels.
-        image_hint_key: batch key of the image hint's source (default: the diffused image ``x0``; give e.g. the
-            pixel image when ``x0`` is a latent).
-        non_blocking, train_handlers, amp, amp_kwargs, decollate, optim_set_to_none, to_kwargs,
-        accumulation_steps, event_names, event_to_attr: as ``SupervisedTrainer``.
     """
 
     def __init__(
         self,
-        device: str | torch.device,
-        max_epochs: int,
-        train_data_loader: Iterable,
-        network: nn.Module,
-        optimizer: Optimizer,
-        loss_function: Callable | None = None,
-        epoch_length: int | None = None,
-        prepare_batch: Callable | None = None,
+        inferer: SiameseDiffusionInferer,
+        loss: SiameseDiffusionLoss,
         max_steps: int | None = None,
         oa_start: float = 1.0 / 3.0,
-        oa_max_t: int = 200,
-        image_hint: ImageHint | str = ImageHint.REPEAT,
-        image_hint_key: str | None = None,
-        non_blocking: bool = False,
-        train_handlers: Sequence | None = None,
-        amp: bool = False,
-        amp_kwargs: dict | None = None,
-        decollate: bool = False,
-        optim_set_to_none: bool = False,
-        to_kwargs: dict | None = None,
-        accumulation_steps: int = 1,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
     ) -> None:
-        net = _unwrap(network)
-        if not isinstance(net, SiameseDiffusionNetwork):
-            raise TypeError(f"network must be a SiameseDiffusionNetwork (or one in DDP), got {type(net).__name__}")
-        if prepare_batch is None:
-            prepare_batch = ConditionalDiffusionPrepareBatch(
-                num_train_timesteps=net.scheduler.num_train_timesteps,
-                condition_name="cond",
-                prediction_type=net.prediction_type.value,
-                scheduler=net.scheduler,
-            )
-        elif getattr(prepare_batch, "prediction_type", net.prediction_type.value) != net.prediction_type.value:
-            raise ValueError(
-                f"prepare_batch predicts {prepare_batch.prediction_type!r}, the network {net.prediction_type.value!r}"
-            )
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            train_data_loader=train_data_loader,
-            network=network,
-            optimizer=optimizer,
-            loss_function=loss_function if loss_function is not None else SiameseDiffusionLoss(),
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            train_handlers=train_handlers,
-            amp=amp,
-            amp_kwargs=amp_kwargs,
-            decollate=decollate,
-            optim_set_to_none=optim_set_to_none,
-            to_kwargs=to_kwargs,
-            accumulation_steps=accumulation_steps,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-        )
+        self.inferer = inferer
+        self.loss = loss
         self.max_steps = max_steps
         self.oa_start = oa_start
-        self.oa_max_t = oa_max_t
-        self.image_hint = ImageHint(image_hint)
-        self.image_hint_key = image_hint_key
 
-    def total_steps(self) -> int:
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self.schedule)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.report)
+
+    def total_steps(self, engine: Engine) -> int:
         if self.max_steps is not None:
             return max(int(self.max_steps), 1)
-        return max(int(self.state.max_epochs or 1) * int(self.state.epoch_length or 1), 1)
+        return max(int(engine.state.max_epochs or 1) * int(engine.state.epoch_length or 1), 1)
 
-    def global_step(self) -> int:
-        """Optimizer steps done before the current iteration (0 at the first)."""
-        return max(int(self.state.iteration) - 1, 0)
+    def schedule(self, engine: Engine) -> None:
+        step, total = max(int(engine.state.iteration) - 1, 0), self.total_steps(engine)
+        self.inferer.image_weight = min(step / total, 1.0)
+        self.inferer.oa_active = bool(self.loss.oa_weight) and step > self.oa_start * total
 
-    def image_weight(self) -> float:
-        """w_i = global_step / max_steps, clipped to [0, 1]."""
-        return min(self.global_step() / self.total_steps(), 1.0)
-
-    def oa_active(self) -> bool:
-        """Whether online augmentation runs in this iteration."""
-        return self.global_step() > self.oa_start * self.total_steps()
-
-    def _branches(self, loss: SiameseDiffusionLoss) -> tuple[bool, bool]:
-        oa = bool(getattr(loss, "oa_weight", 1.0)) and self.oa_active()
-        image = oa or any(bool(getattr(loss, k, 1.0)) for k in ("image_weight", "nc_weight"))
-        return image, oa
-
-    def _iteration(self, engine: SiameseDiffusionTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        images, target, _, kwargs = engine.prepare_batch(
-            batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs
-        )
-        noise, timesteps, mask_hint = kwargs["noise"], kwargs["timesteps"], kwargs["condition"]
-        run_image, run_oa = engine._branches(engine.loss_function)
-        image_hint = None
-        if run_image:
-            src = images
-            if engine.image_hint_key is not None:
-                src = batchdata[engine.image_hint_key]
-                src = (src.as_tensor() if hasattr(src, "as_tensor") else src).to(engine.state.device)
-            image_hint = make_image_hint(src, mask_hint.shape[1], engine.image_hint, mask_hint.shape[2:])
-        oa_select = timesteps <= engine.oa_max_t if run_oa else None
-        w_i = engine.image_weight()
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: target}
-
-        def _compute_pred_loss() -> None:
-            out = engine.network(images, noise, timesteps, mask_hint, image_hint, w_i, oa_select)
-            engine.state.output[Keys.PRED] = out["pred_mask"]
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            terms = engine.loss_function(out, target)
-            engine.state.output[Keys.LOSS] = terms["loss"]
-            for k in LOSS_KEYS[1:]:
-                engine.state.output[k] = terms[k].detach()
-            engine.state.output["image_weight"] = w_i
-            engine.state.output["oa_samples"] = int(out["oa_index"].numel()) if "oa_index" in out else 0
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-
-        acc = engine.accumulation_steps
-        local_iter = (engine.state.iteration - 1) % (engine.state.epoch_length or 2**62)
-        should_zero_grad = acc == 1 or local_iter % acc == 0
-        should_step = acc == 1 or (local_iter + 1) % acc == 0 or (local_iter + 1) == engine.state.epoch_length
-
-        engine.network.train()
-        if should_zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                _compute_pred_loss()
-            loss = engine.state.output[Keys.LOSS]
-            engine.scaler.scale(loss / acc if acc > 1 else loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if should_step:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
-        else:
-            _compute_pred_loss()
-            loss = engine.state.output[Keys.LOSS]
-            (loss / acc if acc > 1 else loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            if should_step:
-                engine.optimizer.step()
-        engine.state.output[Keys.LOSS] = loss.detach()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+    def report(self, engine: Engine) -> None:
+        out = engine.state.output
+        if not isinstance(out, dict):
+            return
+        out.update({k: v for k, v in self.loss.last_terms.items() if k != "loss"})
+        out["image_weight"] = self.inferer.image_weight
+        pred = out.get("pred")
+        out["oa_samples"] = int(pred["oa_index"].numel()) if isinstance(pred, Mapping) and "oa_index" in pred else 0

@@ -7,18 +7,16 @@ Entry point: ``python -m monai_siamese evaluate --preset demo --out DIR`` (:func
 from __future__ import annotations
 
 from monai_siamese.evaluation.config import (
-    GENERATOR_CONFIGS,
+    REAL_ARM,
     EvaluationConfig,
     MaskContext,
     MaskSource,
     Preset,
-    check_generator_bundle,
-    discover_methods,
     mask_source,
     preset_config,
     register_mask_source,
 )
-from monai_siamese.evaluation.protocol import REAL_ARM, resolve_config, run_evaluation
+from monai_siamese.evaluation.protocol import resolve_config, run_evaluation
 from monai_siamese.evaluation.report import collect_results, mean_std, plot_dice_bars, sample_grid, write_report
 from monai_siamese.evaluation.steps import (
     cached_step,
@@ -32,16 +30,13 @@ from monai_siamese.evaluation.steps import (
 )
 
 __all__ = [
-    "GENERATOR_CONFIGS",
     "REAL_ARM",
     "EvaluationConfig",
     "MaskContext",
     "MaskSource",
     "Preset",
     "cached_step",
-    "check_generator_bundle",
     "collect_results",
-    "discover_methods",
     "divisor_at_most",
     "draw_regime",
     "mask_source",

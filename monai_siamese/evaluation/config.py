@@ -4,32 +4,50 @@ sources of the masks that condition synthetic images."""
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "REAL_ARM",
+    "CLI_OPTIONS",
     "Preset",
     "MaskSource",
     "MaskContext",
     "EvaluationConfig",
-    "GENERATOR_CONFIGS",
     "register_mask_source",
     "mask_source",
-    "discover_methods",
-    "check_generator_bundle",
     "preset_config",
 ]
 
-#: config files every generator bundle must provide (train, CPU override, sampling), with the override keys of
-#: ``bundles/seg_guided_diffusion``: dataset_dir, datalist, ckpt_dir, log_dir, sample_dir, output_dir, seed,
-#: num_iterations, samples_per_mask, mask_split
-GENERATOR_CONFIGS = ("train.json", "demo.json", "inference.json")
-#: bundle folders under ``bundles/`` that are not generators
-NOT_GENERATORS = ("segmentation",)
+#: name of the real-only arm
+REAL_ARM = "real"
+
+#: settings that ``python -m monai_siamese evaluate`` takes as options: (name, type, help); ``ints``/``names`` are
+#: comma-separated lists
+CLI_OPTIONS = (
+    ("datalist", str, "real datalist with the pool and test splits (default: the demo data)"),
+    ("dataset_dir", str, "base folder of relative paths"),
+    ("num_classes", int, "classes including background"),
+    ("regimes", "ints", "numbers of real training slices, e.g. 4,8"),
+    ("seeds", "ints", "segmentation seeds, e.g. 0,1,2"),
+    ("draws", "ints", "slice-draw seeds, e.g. 0,1"),
+    ("methods", "names", "generator bundles (default: every one under bundles/)"),
+    ("seg_iterations", int, "segmentation iterations (every arm)"),
+    ("seg_batch_size", int, "segmentation batch size"),
+    ("seg_spatial_size", int, "segmentation input size"),
+    ("gen_iterations", int, "generator training iterations"),
+    ("synthetic_ratio", float, "synthetic fraction of every batch"),
+    ("samples_per_mask", int, "synthetic samples per conditioning mask"),
+    ("mask_source", str, "regime, augmented, generated, interpolated, a mixture 'a:0.5,b:0.5', or datalist"),
+    ("mask_datalist", str, "datalist of the 'datalist' mask source"),
+    ("mask_split", str, "its split"),
+    ("test_split", str, "held-out real split"),
+    ("inception_weights", str, "local TorchScript Inception file for an Inception FID"),
+    ("device", str, "device (default: cuda when available)"),
+)
+
 
 
 class Preset(str, Enum):
@@ -102,26 +120,6 @@ def mask_source(name: str) -> MaskSourceFn:
     if name not in _MASK_SOURCES:
         raise ValueError(f"unknown mask source {name!r} (registered: {sorted(_MASK_SOURCES)})")
     return _MASK_SOURCES[name]
-
-
-def check_generator_bundle(bundle: str | os.PathLike, configs: Sequence[str] = GENERATOR_CONFIGS) -> None:
-    """Raise ``FileNotFoundError`` naming what is missing when ``bundle`` lacks a config the evaluation uses."""
-    missing = [c for c in configs if not (Path(bundle) / "configs" / c).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{bundle}: generator bundle lacks configs/{', configs/'.join(missing)}")
-
-
-def discover_methods(bundles_dir: str | os.PathLike) -> list[str]:
-    """Every generator bundle under ``bundles_dir``: folders with ``configs/train.json`` and
-    ``configs/inference.json``, except the segmentation bundle, sorted."""
-    root = Path(bundles_dir)
-    out = []
-    for p in sorted(root.iterdir()) if root.is_dir() else []:
-        if p.name in NOT_GENERATORS or not p.is_dir():
-            continue
-        if (p / "configs" / "train.json").is_file() and (p / "configs" / "inference.json").is_file():
-            out.append(p.name)
-    return out
 
 
 @dataclass

@@ -20,7 +20,6 @@ Once per evaluation a *judge* segmenter is trained on the whole real pool; it sc
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -30,11 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_siamese.bundles import base_of, bundles_dir, check_bundle, discover_generators, read_config
 from monai_siamese.evaluation.config import (
+    REAL_ARM,
     EvaluationConfig,
     MaskContext,
-    check_generator_bundle,
-    discover_methods,
     draw_seeds,
     draw_tag,
     mask_source,
@@ -52,13 +51,7 @@ from monai_siamese.evaluation.steps import (
 )
 from monai_siamese.utils import atomic_write_json, versions
 
-#: generator bundles that fine-tune another bundle's model (trained first, on the same N pairs)
-BASE_METHOD = {"meddiff_ft": "seg_guided_diffusion"}
-
-__all__ = ["REAL_ARM", "run_evaluation", "resolve_config"]
-
-#: name of the real-only arm
-REAL_ARM = "real"
+__all__ = ["run_evaluation", "resolve_config"]
 
 
 def _log(msg: str) -> None:
@@ -67,7 +60,6 @@ def _log(msg: str) -> None:
 
 def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
     """Fill what the settings leave open: the demo datalist, the bundles folder, the methods, class names."""
-    from monai_siamese.cli import bundles_dir
     from monai_siamese.data import demo_datalist
     from monai_siamese.data.datalist import read_datalist_file
 
@@ -75,7 +67,7 @@ def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
     datalist = cfg.datalist or demo_datalist()
     values["datalist"] = str(Path(datalist).resolve())
     values["bundles_dir"] = str(Path(cfg.bundles_dir or bundles_dir()).resolve())
-    methods = cfg.methods if cfg.methods is not None else discover_methods(values["bundles_dir"])
+    methods = cfg.methods if cfg.methods is not None else discover_generators(values["bundles_dir"])
     if not methods:
         raise ValueError(f"no generator bundle found in {values['bundles_dir']}")
     values["methods"] = list(methods)
@@ -116,7 +108,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     bundles = Path(cfg.bundles_dir)
     seg_bundle = bundles / cfg.segmentation_bundle
     for m in cfg.methods:
-        check_generator_bundle(bundles / m, sorted({*cfg.gen_train_configs, *cfg.gen_infer_configs}))
+        check_bundle(bundles / m, sorted({*cfg.gen_train_configs, *cfg.gen_infer_configs}))
     command = "python -m monai_siamese " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     atomic_write_json(
         out / "config.json",
@@ -234,7 +226,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                     return trained[method]
                 gen_dir = out / "generators" / method / dtag
                 over = {**cfg.gen_overrides, **cfg.method_overrides.get(method, {}), **data_over}
-                base = BASE_METHOD.get(method)
+                base = base_of(method)
                 if base is not None:  # fine-tuning: the base model is trained on the same N pairs first
                     over["pretrained_path"] = str(train_method(base) / "models" / "model.safetensors")
                     over["num_real_pairs"] = None  # every pair of the regime
@@ -260,7 +252,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 ctx = MaskContext(regime_datalist, n, draw_seed, str(gen_dir / "masks"), cfg.num_classes, cfg)
                 masks, split = mask_source(cfg.mask_source)(ctx)
                 infer_over = {**cfg.gen_infer_overrides, **cfg.method_overrides.get(method, {}), **data_over}
-                if method in BASE_METHOD:  # canvases = the regime's pairs; as many pairs as the other methods
+                if base_of(method) is not None:  # canvases = the regime's pairs; as many pairs as the other methods
                     infer_over.update(
                         num_real_pairs=None,
                         num_pairs=n * cfg.samples_per_mask,
@@ -320,15 +312,13 @@ def _real_reference(judge: Any, test: Sequence[dict], pool: Sequence[dict], cfg:
 
 def _generator_size(cfg: EvaluationConfig) -> tuple[int, int]:
     """The generators' output size, from the first method's configs (``spatial_size``) and overrides."""
-    from monai.bundle import ConfigParser
-
     method = cfg.methods[0]
     if "spatial_size" in cfg.gen_infer_overrides:
         size = cfg.gen_infer_overrides["spatial_size"]
     else:
-        parser = ConfigParser()
-        parser.read_config([str(Path(cfg.bundles_dir) / method / "configs" / c) for c in cfg.gen_infer_configs])
-        size = parser.get("spatial_size", [cfg.seg_spatial_size] * 2)
+        size = read_config(Path(cfg.bundles_dir) / method, cfg.gen_infer_configs).get(
+            "spatial_size", [cfg.seg_spatial_size] * 2
+        )
     size = [size, size] if isinstance(size, int) else list(size)
     return int(size[0]), int(size[1])
 
@@ -349,8 +339,3 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     return info
-
-
-def load_config_file(out: str | os.PathLike) -> dict:
-    """The ``config.json`` of an evaluation folder."""
-    return json.loads((Path(out) / "config.json").read_text())

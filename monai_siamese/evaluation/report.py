@@ -11,13 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from monai_siamese.evaluation.config import EvaluationConfig, draw_seeds, draw_tag, run_tag, training_seeds
+from monai_siamese.evaluation.config import (
+    REAL_ARM,
+    EvaluationConfig,
+    draw_seeds,
+    draw_tag,
+    run_tag,
+    training_seeds,
+)
 from monai_siamese.evaluation.steps import RESULT_FILE
 from monai_siamese.utils import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["mean_std", "collect_results", "usefulness_table", "write_report", "plot_dice_bars", "sample_grid"]
-
-REAL_ARM = "real"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -231,7 +236,8 @@ def sample_grid(
     judge's segmentation of the first sample overlaid on it (what faithfulness scores)."""
     from monai_siamese.data import load_datalist
     from monai_siamese.data.visualize import grid, overlay, save_png, to_uint8
-    from monai_siamese.evaluation.steps import image_shape, load_images
+    from monai_siamese.data import image_shape
+    from monai_siamese.evaluation.steps import load_images
 
     entries = load_datalist(synthetic_datalist, "training")
     if not entries:
@@ -325,7 +331,11 @@ def write_report(
                     p = sample_grid(dl, judge, figs / f"samples_{m}_{draw_tag(n, d)}.png", cfg.grid_masks, 4)
                     if p:
                         grids.append((m, n, d, Path(p).name))
-    demo = cfg.preset == "demo" or "mni152" in str(cfg.datalist).lower()
+    from monai_siamese.data.datalist import read_datalist_file
+    from monai_siamese.data.demo import DEMO_VERSION
+
+    data_info = read_datalist_file(cfg.datalist) if cfg.datalist and Path(cfg.datalist).is_file() else {}
+    demo = data_info.get("version") == DEMO_VERSION
     config_json = json.dumps(cfg.to_dict(), indent=2)
     md = [
         "# Synthetic data for segmentation: evaluation report",
@@ -334,7 +344,7 @@ def write_report(
             "**Demo data** (MNI152 2009 T1 template slices, CSF/GM/WM): a plumbing-scale run on a CPU, not a "
             "benchmark of the methods."
             if demo
-            else f"Data: `{cfg.datalist}`."
+            else f"Data: {data_info.get('name', 'datalist')} (`{cfg.datalist}`)."
         ),
         "",
         "Command:",

@@ -1,7 +1,7 @@
 """The steps of the evaluation, each a function of its inputs that writes its outputs into its own folder and
 ends with a ``result.json`` (written atomically, last): a rerun skips steps whose result exists.
 
-Bundles run in-process through :func:`monai_siamese.cli.run_bundle` (``ConfigWorkflow``), with overrides only.
+Bundles run in-process through :func:`monai_siamese.bundles.run_bundle` (``ConfigWorkflow``), with overrides only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_siamese.bundles import folder_overrides, read_config, run_bundle
 from monai_siamese.utils import atomic_write_json
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "load_images",
     "synthetic_quality",
     "divisor_at_most",
-    "image_shape",
     "trained_iterations",
 ]
 
@@ -189,15 +189,11 @@ def train_generator(
         iterations: ``num_iterations`` (None: the config's).
         overrides: further overrides.
     """
-    from monai_siamese.cli import run_bundle
-
     folder = Path(folder)
     over: dict[str, Any] = {
         "dataset_dir": str(Path(datalist).parent),
         "datalist": datalist,
-        "ckpt_dir": str(folder / "models"),
-        "log_dir": str(folder / "logs"),
-        "sample_dir": str(folder / "samples"),
+        **folder_overrides(folder),
         "seed": int(seed),
         **dict(overrides or {}),
     }
@@ -205,7 +201,7 @@ def train_generator(
         over["num_iterations"] = int(iterations)
     run_bundle(bundle, list(configs), "run", "train", over)
     done = trained_iterations(folder / "models" / "checkpoint_final.pt")
-    expected = iterations if iterations is not None else _config_value(bundle, configs, "num_iterations")
+    expected = iterations if iterations is not None else read_config(bundle, configs).get("num_iterations")
     if done is not None and isinstance(expected, int) and done < expected:
         raise RuntimeError(
             f"{bundle}: the generator trained {done} of {expected} iterations (its data loader ran out of batches: "
@@ -222,14 +218,6 @@ def trained_iterations(checkpoint: str | os.PathLike) -> int | None:
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     trainer = state.get("trainer") if isinstance(state, Mapping) else None
     return int(trainer["iteration"]) if isinstance(trainer, Mapping) and "iteration" in trainer else None
-
-
-def _config_value(bundle: str | os.PathLike, configs: Sequence[str], key: str) -> Any:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(Path(bundle) / "configs" / c) for c in configs])
-    return parser.get(key)
 
 
 def sample_generator(
@@ -257,8 +245,6 @@ def sample_generator(
         samples_per_mask: samples per mask.
         overrides: further overrides (``num_inference_steps``...).
     """
-    from monai_siamese.cli import run_bundle
-
     out = Path(folder) / "synthetic"
     over: dict[str, Any] = {
         "dataset_dir": str(Path(mask_datalist).parent),
@@ -319,7 +305,6 @@ def train_segmentation(
         val_split: validation split of ``datalist``.
         dataset_dir: base folder of relative paths (default: the datalist's folder).
     """
-    from monai_siamese.cli import run_bundle
     from monai_siamese.quality import save_segmenter_spec
 
     folder = Path(folder)
@@ -328,8 +313,7 @@ def train_segmentation(
         "dataset_dir": str(dataset_dir or Path(datalist).parent),
         "datalist": datalist,
         "val_split": val_split,
-        "ckpt_dir": str(folder / "models"),
-        "log_dir": str(folder / "logs"),
+        **folder_overrides(folder, samples=False),
         "seed": int(seed),
         "num_iterations": int(iterations),
         "epoch_length": epoch_length,
@@ -427,7 +411,7 @@ def synthetic_quality(
         inception: optional Inception feature extractor (adds ``fid_inception``/``kid_inception``).
         seed: KID subset seed.
     """
-    from monai_siamese.data import load_datalist
+    from monai_siamese.data import image_shape, load_datalist
     from monai_siamese.quality import (
         faithfulness_dice,
         frechet_distance,
@@ -462,16 +446,3 @@ def synthetic_quality(
         out["fid_inception"] = frechet_distance(i_real, i_syn)
         out["kid_inception"] = kernel_inception_distance(i_real, i_syn, num_subsets=kid_subsets, seed=seed)[0]
     return out
-
-
-def image_shape(path: str) -> tuple[int, ...]:
-    """Spatial shape ``(H, W)`` of a 2D image file (NIfTI or PNG) without loading it through MONAI."""
-    p = str(path)
-    if p.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        return tuple(int(s) for s in nib.load(p).shape[:2])
-    from PIL import Image
-
-    with Image.open(p) as im:
-        return (im.size[0], im.size[1])

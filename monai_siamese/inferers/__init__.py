@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from monai_siamese.inferers.dpm_solver import DPMSolverMultistepScheduler, SamplerType, make_scheduler
 from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
 from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.latent import LatentSampler
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
+from monai_siamese.inferers.siamese import ImageHint, SiameseDiffusionInferer, make_image_hint
 
 __all__ = [
-    "DPMSolverMultistepScheduler",
+    "ImageHint",
+    "SiameseDiffusionInferer",
+    "make_image_hint",
     "DynamicGuidingMask",
     "InpaintJobs",
     "ConditionalSampler",
@@ -17,8 +19,6 @@ __all__ = [
     "LatentInterpolation",
     "LatentSampler",
     "PairGenerator",
-    "SamplerType",
-    "make_scheduler",
     "sample_seed",
     "seeded_noise",
 ]

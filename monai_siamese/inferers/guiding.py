@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.schedulers import Scheduler
 
+from monai_siamese.diffusion import add_noise
 from monai_siamese.inferers.sampler import seeded_noise
 from monai_siamese.transforms.mask_generator import StochasticMaskGenerator
 from monai_siamese.transforms.morphology import InpaintConditiond, distance_outside, structure_size
@@ -100,9 +101,8 @@ class DynamicGuidingMask:
         if t_prev < 0:
             known_t = self.known
         else:
-            noise = seeded_noise(self.known.shape[1:], [s * 7 + t_prev for s in self.seeds], x.device, x.dtype)
-            ts = torch.full((x.shape[0],), int(t_prev), device=x.device, dtype=torch.long)
-            known_t = self.scheduler.add_noise(self.known, noise, ts)
+            noise = seeded_noise(self.known.shape[1:], [s * 7 + int(t_prev) for s in self.seeds], x.device, x.dtype)
+            known_t = add_noise(self.scheduler, self.known, noise, torch.full((x.shape[0],), t_prev, device=x.device))
         return region * x + (1 - region) * known_t
 
 

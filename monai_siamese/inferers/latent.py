@@ -49,13 +49,9 @@ class LatentSampler(ConditionalSampler):
         self.codec = codec
         self._null: torch.Tensor | None = None
 
-    def predict_eps(self, denoiser: Denoiser, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        if self.guidance_scale == 1.0 or self._null is None:
-            return super().predict_eps(denoiser, x, t, cond)
-        ts = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        eps = denoiser(torch.cat([x, x]), torch.cat([ts, ts]), torch.cat([cond, self._null]))
-        eps_c, eps_u = eps.chunk(2)
-        return eps_u + self.guidance_scale * (eps_c - eps_u)
+    def null_condition(self, cond: torch.Tensor) -> torch.Tensor | None:
+        # the latent map of the pixel null condition, set by __call__ for the current batch
+        return self._null
 
     @torch.no_grad()
     def __call__(

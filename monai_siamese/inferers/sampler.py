@@ -3,8 +3,8 @@ and per-step blending hooks.
 
 MONAI's ``DiffusionInferer.sample`` runs a fixed loop with no per-step hooks; latent interpolation
 (Konz et al., arXiv 2402.05210) and guiding-mask blending (MedDiff-FT) must act between steps, so the loop is
-written here, still on MONAI's ``DDIMScheduler`` / ``DDPMScheduler`` ``step`` and ``add_noise`` (or the
-DPM-Solver++ (2M) scheduler of :mod:`monai_siamese.inferers.dpm_solver`, same interface).
+written here, on the schedulers and the step of :mod:`monai_siamese.diffusion` (MONAI's DDIM/DDPM/rectified flow,
+our DPM-Solver++ (2M)).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
+from monai.networks.schedulers import Scheduler
 
-from monai_siamese.inferers.dpm_solver import make_scheduler
+from monai_siamese.diffusion import add_noise, guided_prediction, make_scheduler, scheduler_step, set_sampling_timesteps
 from monai_siamese.transforms.mask import NULL_CONDITION
 
 __all__ = ["Denoiser", "StepHook", "LatentInterpolation", "ConditionalSampler", "seeded_noise"]
@@ -57,11 +57,11 @@ class LatentInterpolation:
     t_tilde: int
     seeds: Sequence[int] | None = None
 
-    def mix(self, x: torch.Tensor, t: int, scheduler: Scheduler) -> torch.Tensor:
+    def mix(self, x: torch.Tensor, t: float, scheduler: Scheduler) -> torch.Tensor:
         seeds = self.seeds if self.seeds is not None else list(range(x.shape[0]))
         noise = seeded_noise(x.shape[1:], [s + 7919 for s in seeds], x.device, x.dtype)
-        ts = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        noised = scheduler.add_noise(self.reference.to(x), noise, ts)
+        ts = torch.full((x.shape[0],), t, device=x.device)
+        noised = add_noise(scheduler, self.reference.to(x), noise, ts)
         return (1.0 - self.lam) * x + self.lam * noised
 
 
@@ -96,23 +96,20 @@ class ConditionalSampler:
         self.null_value = null_value
         self.eta = eta
 
-    def predict_eps(self, denoiser: Denoiser, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        """One model evaluation, with classifier-free guidance when ``guidance_scale != 1`` (both passes in one
-        batch)."""
-        ts = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        if self.guidance_scale == 1.0:
-            return denoiser(x, ts, cond)
-        null = torch.full_like(cond, self.null_value)
-        eps = denoiser(torch.cat([x, x]), torch.cat([ts, ts]), torch.cat([cond, null]))
-        eps_c, eps_u = eps.chunk(2)
-        return eps_u + self.guidance_scale * (eps_c - eps_u)
+    def null_condition(self, cond: torch.Tensor) -> torch.Tensor | None:
+        """The unconditional input of classifier-free guidance (None when guidance is off)."""
+        return None if self.guidance_scale == 1.0 else torch.full_like(cond, self.null_value)
 
-    def timesteps(self, device: torch.device | str | None = None) -> list[int]:
-        if isinstance(self.scheduler, DDPMScheduler) and self.num_inference_steps >= self.scheduler.num_train_timesteps:
-            self.scheduler.set_timesteps(self.scheduler.num_train_timesteps)
-        else:
-            self.scheduler.set_timesteps(self.num_inference_steps)
-        return [int(t) for t in self.scheduler.timesteps]
+    def predict(self, denoiser: Denoiser, x: torch.Tensor, t: float, cond: torch.Tensor) -> torch.Tensor:
+        """One model evaluation at ``(x, t)``, with classifier-free guidance when ``guidance_scale != 1`` (both passes
+        in one batch)."""
+        ts = torch.full((x.shape[0],), t, device=x.device)
+        ts = ts.long() if float(t).is_integer() else ts.float()
+        return guided_prediction(denoiser, x, ts, cond, self.null_condition(cond), self.guidance_scale)
+
+    def timesteps(self, device: torch.device | str | None = None, shape: Sequence[int] = ()) -> list:
+        """The sampling timesteps, from noise to data."""
+        return set_sampling_timesteps(self.scheduler, self.num_inference_steps, device, shape)
 
     @torch.no_grad()
     def __call__(
@@ -142,7 +139,7 @@ class ConditionalSampler:
         """Run the reverse process from ``noise`` (x_T) to x_0 (not clipped: latents have no fixed range).
 
         Args:
-            denoiser: ``eps = denoiser(x_t, t, cond)``.
+            denoiser: ``out = denoiser(x_t, t, cond)`` (the model's prediction: noise, velocity...).
             cond: condition batch, e.g. encoded masks ``(B, C_enc, *spatial)``.
             noise: initial noise ``(B, C, *spatial)`` (see :func:`seeded_noise`).
             interpolation: optional latent interpolation with real images.
@@ -151,7 +148,7 @@ class ConditionalSampler:
             progress: show a tqdm bar.
         """
         x = noise
-        steps = self.timesteps(x.device)
+        steps = self.timesteps(x.device, tuple(x.shape))
         mixed = interpolation is None
         it = steps
         if progress:
@@ -162,12 +159,9 @@ class ConditionalSampler:
             if not mixed and t <= interpolation.t_tilde:
                 x = interpolation.mix(x, t, self.scheduler)
                 mixed = True
-            eps = self.predict_eps(denoiser, x, t, cond)
-            if isinstance(self.scheduler, DDIMScheduler):
-                x, _ = self.scheduler.step(eps, t, x, eta=self.eta, generator=generator)
-            else:
-                x, _ = self.scheduler.step(eps, t, x, generator=generator)
+            out = self.predict(denoiser, x, t, cond)
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+            x, _ = scheduler_step(self.scheduler, out, t, x, t_prev, self.eta, generator)
             for hook in hooks:
                 x = hook(x, t, t_prev)
         return x

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from monai_siamese.data.datalist import write_datalist
-from monai_siamese.data.writer import save_nifti
+from monai_siamese.data.io import save_nifti
 
 __all__ = [
     "GENERATOR_BUNDLES",

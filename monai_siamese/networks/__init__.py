@@ -31,14 +31,7 @@ from monai_siamese.networks.latent import (
     MonaiAutoencoderCodec,
     load_autoencoder_codec,
 )
-from monai_siamese.networks.siamese import (
-    PredictionType,
-    SiameseDiffusionNetwork,
-    UNetMode,
-    diffusion_target,
-    predict_x0,
-    set_unet_mode,
-)
+from monai_siamese.networks.siamese import SiameseDiffusionNetwork, UNetMode, set_unet_mode
 from monai_siamese.networks.weights import (
     adapt_input_channels,
     load_pretrained,
@@ -63,13 +56,11 @@ __all__ = [
     "check_pretrained_dir",
     "load_autoencoder_codec",
     "ControlNetConditionedUNet",
-    "PredictionType",
     "SiameseDiffusionNetwork",
     "UNetFeatures",
     "UNetMode",
     "adapt_input_channels",
     "controlnet_residuals",
-    "diffusion_target",
     "hint_channels",
     "hint_downsample_factor",
     "init_controlnet_from_unet",
@@ -77,7 +68,6 @@ __all__ = [
     "load_pretrained_unet",
     "load_state_dict_file",
     "load_weights",
-    "predict_x0",
     "save_weights",
     "set_unet_mode",
     "unet_decode",

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
-from monai_siamese.networks.siamese import PredictionType, SiameseDiffusionNetwork, UNetMode
+from monai_siamese.diffusion import PredictionType
+from monai_siamese.networks.siamese import SiameseDiffusionNetwork, UNetMode
 
 __all__ = [
     "PretrainedModelError",

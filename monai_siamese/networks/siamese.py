@@ -11,6 +11,8 @@ from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler, Scheduler
 from torch import nn
 
+from monai_siamese.diffusion import PredictionType, add_noise, diffusion_target, predict_x0
+
 from monai_siamese.networks.controlnet import (
     UNET_ENCODER_PREFIXES,
     ControlNetConditionedUNet,
@@ -22,7 +24,7 @@ from monai_siamese.networks.controlnet import (
     unet_encode,
 )
 
-__all__ = ["UNetMode", "PredictionType", "SiameseDiffusionNetwork", "predict_x0", "diffusion_target", "set_unet_mode"]
+__all__ = ["UNetMode", "SiameseDiffusionNetwork", "set_unet_mode"]
 
 
 class UNetMode(str, Enum):
@@ -31,54 +33,6 @@ class UNetMode(str, Enum):
     ALL = "all"  # the whole UNet
     DECODER = "decoder"  # up blocks and output only; encoder and time embedding frozen (the reference with SD)
     NONE = "none"  # UNet frozen, only the ControlNet trains
-
-
-class PredictionType(str, Enum):
-    """What the network predicts (as ``prediction_type`` of MONAI's schedulers)."""
-
-    EPSILON = "epsilon"
-    V_PREDICTION = "v_prediction"
-    SAMPLE = "sample"
-
-
-def _alpha(scheduler: Scheduler, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a = scheduler.alphas_cumprod.to(device=like.device, dtype=torch.float32)[t.to(like.device)]
-    shape = (-1,) + (1,) * (like.ndim - 1)
-    return a.sqrt().reshape(shape), (1.0 - a).sqrt().reshape(shape)
-
-
-def predict_x0(
-    scheduler: Scheduler,
-    x_t: torch.Tensor,
-    pred: torch.Tensor,
-    timesteps: torch.Tensor,
-    prediction_type: PredictionType | str = PredictionType.EPSILON,
-) -> torch.Tensor:
-    """The clean sample implied by a model output at ``x_t`` (float32)."""
-    sa, sb = _alpha(scheduler, timesteps, x_t)
-    x_t, pred = x_t.float(), pred.float()
-    ptype = PredictionType(prediction_type)
-    if ptype == PredictionType.EPSILON:
-        return (x_t - sb * pred) / sa
-    if ptype == PredictionType.V_PREDICTION:
-        return sa * x_t - sb * pred
-    return pred
-
-
-def diffusion_target(
-    scheduler: Scheduler,
-    x0: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-    prediction_type: PredictionType | str = PredictionType.EPSILON,
-) -> torch.Tensor:
-    """The regression target for ``q(x_t | x0)`` built with ``noise``: the noise, the velocity or ``x0``."""
-    ptype = PredictionType(prediction_type)
-    if ptype == PredictionType.EPSILON:
-        return noise
-    if ptype == PredictionType.V_PREDICTION:
-        return scheduler.get_velocity(x0, noise, timesteps)
-    return x0
 
 
 def set_unet_mode(
@@ -133,7 +87,8 @@ class SiameseDiffusionNetwork(nn.Module):
         controlnet: the ControlNet (same architecture settings as the UNet; ``conditioning_embedding_in_channels`` =
             mask-hint channels).
         scheduler: the training noise scheduler (default: DDPM, 1000 linear-beta steps).
-        prediction_type: ``epsilon``, ``v_prediction`` or ``sample``: the network's output and targets.
+        prediction_type: ``epsilon``, ``v_prediction``, ``sample`` or ``flow`` (with a rectified-flow scheduler): the
+            network's output and targets.
         unet_mode: :class:`UNetMode`, which UNet weights train.
         init_controlnet: copy the UNet encoder into the ControlNet at construction (do it after loading pretrained
             UNet weights: the bundle loads them before building this network).
@@ -223,7 +178,7 @@ class SiameseDiffusionNetwork(nn.Module):
             ``x_t``, ``pred_mask``; with ``image_hint``: ``pred_image``; with selected samples: ``oa_index``,
             ``pred_oa``, ``target_oa``.
         """
-        x_t = self.scheduler.add_noise(images, noise, timesteps)
+        x_t = add_noise(self.scheduler, images, noise, timesteps)
         down_m, mid_m = self._residuals(x_t, timesteps, mask_hint)
         features = self.encode(x_t, timesteps)
         out = {"x_t": x_t, "pred_mask": self.decode(features, down_m, mid_m)}
@@ -239,7 +194,7 @@ class SiameseDiffusionNetwork(nn.Module):
         t_sel, eps_sel = timesteps[idx], noise[idx]
         with torch.no_grad():  # sg(x'_t): the augmentation input carries no gradient
             x0_hat = predict_x0(self.scheduler, x_t[idx], out["pred_image"][idx], t_sel, self.prediction_type)
-            x_aug = self.scheduler.add_noise(x0_hat, eps_sel.float(), t_sel).to(x_t.dtype)
+            x_aug = add_noise(self.scheduler, x0_hat, eps_sel.float(), t_sel).to(x_t.dtype)
             target = diffusion_target(self.scheduler, x0_hat, eps_sel.float(), t_sel, self.prediction_type)
         out["oa_index"] = idx
         out["pred_oa"] = self.mask_diffusion(x_aug, t_sel, mask_hint[idx])

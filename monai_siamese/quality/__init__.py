@@ -30,7 +30,6 @@ from monai_siamese.quality.segmenter import (
     encoder_features,
     load_segmenter,
     save_segmenter_spec,
-    settings_dict,
 )
 
 __all__ = [
@@ -57,5 +56,4 @@ __all__ = [
     "per_class_dice",
     "per_class_scores",
     "save_segmenter_spec",
-    "settings_dict",
 ]

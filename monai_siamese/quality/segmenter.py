@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -428,10 +428,3 @@ def load_segmenter(
         weight_file = _find_weights(Path(parser.get_parsed_content("ckpt_dir")))
     load_weights(network, weight_file)
     return Segmenter(network, settings, device=dev, feature_layers=feature_layers, source=str(weight_file))
-
-
-def settings_dict(settings: SegmenterSettings) -> dict[str, Any]:
-    """Plain-JSON view of the settings (for reports and manifests)."""
-    d = asdict(settings)
-    d["spatial_size"] = list(settings.spatial_size)
-    return d

@@ -13,7 +13,6 @@ from monai_siamese.transforms.mask import (
     class_presence,
     encode_mask,
     mask_channels,
-    null_condition_like,
 )
 from monai_siamese.transforms.mask_generator import MaskStatistics, RandStochasticMaskd, StochasticMaskGenerator
 from monai_siamese.transforms.morphology import (
@@ -45,5 +44,4 @@ __all__ = [
     "class_presence",
     "encode_mask",
     "mask_channels",
-    "null_condition_like",
 ]

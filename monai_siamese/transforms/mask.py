@@ -257,11 +257,6 @@ class RandConditionDropoutd(RandomizableTransform, MapTransform):
         return d
 
 
-def null_condition_like(cond: torch.Tensor, fill_value: float = NULL_CONDITION) -> torch.Tensor:
-    """The unconditional input matching ``cond``."""
-    return torch.full_like(cond, fill_value)
-
-
 def class_presence(cond: torch.Tensor, num_classes: int, encoding: MaskEncoding | str) -> Sequence[bool]:
     """Which classes a (single) encoded condition still contains, for tests and reports."""
     if MaskEncoding(encoding) == MaskEncoding.ONEHOT:

@@ -10,7 +10,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
-from monai_siamese.inferers import ConditionalSampler, DPMSolverMultistepScheduler, make_scheduler
+from monai_siamese.diffusion import DPMSolverMultistepScheduler, make_scheduler
+from monai_siamese.inferers import ConditionalSampler
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 MU, STD = 0.1, 0.3  # data x0 ~ N(MU, STD^2) per pixel

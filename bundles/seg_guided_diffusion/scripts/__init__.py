@@ -1,3 +1,1 @@
-"""Thin bundle scripts: everything lives in the ``monai_siamese`` package, which the configs import directly."""
-
-from monai_siamese.cli import run_bundle  # noqa: F401
+"""Thin bundle scripts: the code lives in the ``monai_siamese`` package, which the configs import directly."""

@@ -1,4 +1,4 @@
-"""DPM-Solver++ (2M) on MONAI's noise schedules, and a factory of sampling schedulers by name.
+"""DPM-Solver++ (2M) on MONAI's noise schedules.
 
 MONAI ships DDPM, DDIM, PNDM and rectified-flow schedulers but no DPM-Solver, the multistep solver that reaches
 DDIM-50 quality in 10-20 model evaluations for an epsilon/v/x0-trained DDPM. It is written here from the paper's
@@ -9,22 +9,15 @@ update rules (a few dozen lines, no diffusers dependency) with MONAI's ``Schedul
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
+from monai.networks.schedulers import Scheduler
 
-__all__ = ["DPMSolverMultistepScheduler", "SamplerType", "make_scheduler"]
+from monai_siamese.diffusion.prediction import predict_x0
 
-
-class SamplerType(str, Enum):
-    """Sampling schedulers selectable by name (``sampler`` key of the bundles' ``inference.json``)."""
-
-    DDIM = "ddim"
-    DDPM = "ddpm"
-    DPMPP_2M = "dpmpp_2m"
+__all__ = ["DPMSolverMultistepScheduler"]
 
 
 class DPMSolverMultistepScheduler(Scheduler):
@@ -99,7 +92,6 @@ class DPMSolverMultistepScheduler(Scheduler):
         self._next = {int(t): (int(ts[i + 1]) if i + 1 < len(ts) else -1) for i, t in enumerate(ts)}
         self._x0_prev: torch.Tensor | None = None
         self._h_prev: float | None = None
-        self._step_index = 0
 
     def _alpha_sigma(self, t: int) -> tuple[float, float]:
         if t < 0:  # the clean image
@@ -107,19 +99,13 @@ class DPMSolverMultistepScheduler(Scheduler):
         abar = float(self.alphas_cumprod[t])
         return abar**0.5, (1.0 - abar) ** 0.5
 
-    def _x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            x0 = (sample - sigma * model_output) / alpha
-        elif self.prediction_type == "v_prediction":
-            x0 = alpha * sample - sigma * model_output
-        else:
-            x0 = model_output
-        if self.clip_sample:
-            x0 = x0.clamp(*self.clip_sample_values)
-        return x0
+    def _x0(self, model_output: torch.Tensor, sample: torch.Tensor, t: int) -> torch.Tensor:
+        ts = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
+        x0 = predict_x0(self, sample, model_output, ts, self.prediction_type)
+        return x0.clamp(*self.clip_sample_values) if self.clip_sample else x0
 
     def step(
-        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, generator: torch.Generator | None = None
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One solver step from ``timestep`` to the next timestep of :meth:`set_timesteps` (the clean image after the
         last one).
@@ -128,7 +114,6 @@ class DPMSolverMultistepScheduler(Scheduler):
             model_output: the model's output at ``(sample, timestep)``.
             timestep: current timestep (one of ``self.timesteps``, in order).
             sample: current sample ``x_t``.
-            generator: unused (the solver is deterministic); accepted for the sampler's common call.
 
         Returns:
             ``(prev_sample, pred_original_sample)``.
@@ -139,7 +124,7 @@ class DPMSolverMultistepScheduler(Scheduler):
         t_next = self._next[t]
         a_s, s_s = self._alpha_sigma(t)
         a_t, s_t = self._alpha_sigma(t_next)
-        x0 = self._x0(model_output.float(), sample.float(), a_s, s_s)
+        x0 = self._x0(model_output.float(), sample.float(), t)
         if s_t == 0.0:  # to the clean image: exp(-h) = 0, first order (r = 0 would make the 2M term diverge)
             h = None
             prev = x0
@@ -153,31 +138,4 @@ class DPMSolverMultistepScheduler(Scheduler):
                 d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * self._x0_prev
             prev = (s_t / s_s) * sample.float() - a_t * float(np.expm1(-h)) * d
         self._x0_prev, self._h_prev = x0, h
-        self._step_index += 1
         return prev.to(sample.dtype), x0.to(sample.dtype)
-
-
-def make_scheduler(
-    sampler: SamplerType | str = SamplerType.DDIM,
-    num_train_timesteps: int = 1000,
-    schedule: str = "linear_beta",
-    prediction_type: str = "epsilon",
-    **kwargs: Any,
-) -> Scheduler:
-    """A sampling scheduler by name, on the training noise schedule.
-
-    Args:
-        sampler: ``ddim`` (MONAI ``DDIMScheduler``, the reference's), ``ddpm`` (MONAI ``DDPMScheduler``) or
-            ``dpmpp_2m`` (:class:`DPMSolverMultistepScheduler`).
-        num_train_timesteps: training timesteps.
-        schedule: MONAI noise schedule name.
-        prediction_type: the model's prediction type.
-        kwargs: further arguments of the scheduler class.
-    """
-    kind = SamplerType(str(sampler).lower())
-    cls = {
-        SamplerType.DDIM: DDIMScheduler,
-        SamplerType.DDPM: DDPMScheduler,
-        SamplerType.DPMPP_2M: DPMSolverMultistepScheduler,
-    }[kind]
-    return cls(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=prediction_type, **kwargs)

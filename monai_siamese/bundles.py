@@ -1,0 +1,213 @@
+"""The bundle registry: which bundles this package ships, what each one is (a generator or the segmentation bundle,
+the generator it fine-tunes, the config ids of its networks), and how to run one in-process.
+
+Adding a method = a bundle folder under ``bundles/`` and one :class:`BundleSpec` entry in :data:`REGISTRY` (see
+DEVELOPERS.md). The override keys every generator bundle must accept are data, not prose:
+``bundles/generator_properties.json`` (a MONAI bundle properties file, checked for every generator in the tests and
+by :func:`check_bundle`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BundleKind",
+    "BundleSpec",
+    "REGISTRY",
+    "GENERATORS",
+    "SEGMENTATION",
+    "COMMON_CONFIG",
+    "bundles_dir",
+    "bundle_path",
+    "spec",
+    "base_of",
+    "config_files",
+    "folder_overrides",
+    "read_config",
+    "generator_properties_path",
+    "discover_generators",
+    "check_bundle",
+    "run_bundle",
+]
+
+#: the config every bundle's other configs are deltas over (model-zoo stacking)
+COMMON_CONFIG = "common.json"
+
+
+class BundleKind(str, Enum):
+    """What a bundle does."""
+
+    GENERATOR = "generator"  # trains a mask-conditioned generator and writes synthetic pairs
+    SEGMENTATION = "segmentation"  # the downstream segmentation model (also the judge of generated pairs)
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """One bundle of this package.
+
+    Args:
+        name: bundle folder name under ``bundles/``.
+        kind: :class:`BundleKind`.
+        base: a generator this one fine-tunes: it is trained first on the same data and passed as
+            ``pretrained_path`` (MedDiff-FT fine-tunes the segmentation-guided model).
+        network_keys: config ids of the network definitions (where size overrides go, e.g. ``network_def#channels``).
+        description: one line for help texts.
+    """
+
+    name: str
+    kind: BundleKind = BundleKind.GENERATOR
+    base: str | None = None
+    network_keys: tuple[str, ...] = ("network_def",)
+    description: str = ""
+
+
+#: every bundle of this package, by name
+REGISTRY: dict[str, BundleSpec] = {
+    s.name: s
+    for s in (
+        BundleSpec("seg_guided_diffusion", description="segmentation-guided diffusion (Konz et al., 2402.05210)"),
+        BundleSpec(
+            "siamese_diffusion",
+            network_keys=("unet_def",),
+            description="Siamese-Diffusion with noise consistency (Qiu et al., 2505.06068)",
+        ),
+        BundleSpec(
+            "meddiff_ft",
+            base="seg_guided_diffusion",
+            description="MedDiff-FT fine-tuning, mask generation and quality filtering (Xie et al., 2025)",
+        ),
+        BundleSpec("segmentation", kind=BundleKind.SEGMENTATION, description="MONAI 2D UNet segmentation"),
+    )
+}
+#: the generator bundles, in registry order
+GENERATORS: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.kind == BundleKind.GENERATOR)
+#: the segmentation bundle
+SEGMENTATION = "segmentation"
+
+
+def bundles_dir() -> Path:
+    """The ``bundles/`` folder (``$MONAI_SIAMESE_BUNDLES`` or the one beside the package)."""
+    env = os.environ.get("MONAI_SIAMESE_BUNDLES")
+    if env:
+        return Path(env)
+    from monai_siamese.utils import repo_root
+
+    return repo_root() / "bundles"
+
+
+def bundle_path(name: str | os.PathLike) -> Path:
+    """The folder of bundle ``name`` (a registry name, or a path to a bundle folder)."""
+    p = Path(name)
+    if p.is_dir():
+        return p
+    return bundles_dir() / str(name)
+
+
+def spec(name: str | os.PathLike) -> BundleSpec:
+    """The registry entry of a bundle (by name or folder); bundles outside the registry are generators with
+    the default network key."""
+    key = Path(name).name
+    return REGISTRY.get(key, BundleSpec(key))
+
+
+def base_of(name: str | os.PathLike) -> str | None:
+    """The generator that ``name`` fine-tunes, or None."""
+    return spec(name).base
+
+
+def config_files(bundle: str | os.PathLike, configs: Sequence[str]) -> list[str]:
+    """Paths of ``configs`` (names relative to the bundle's ``configs/`` folder, or paths), with the bundle's
+    ``common.json`` first when it has one and ``configs`` do not list it."""
+    folder = bundle_path(bundle) / "configs"
+    names = [str(c) for c in configs]
+    if (folder / COMMON_CONFIG).is_file() and COMMON_CONFIG not in [Path(c).name for c in names]:
+        names = [COMMON_CONFIG, *names]
+    return [c if os.path.isabs(c) else str(folder / c) for c in names]
+
+
+def read_config(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, Any] | None = None) -> Any:
+    """The merged (unparsed) config of ``configs`` of a bundle, ``common.json`` first, with ``overrides``: a
+    ``monai.bundle.ConfigParser`` to read settings from (``parser.get("spatial_size")``)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, configs))
+    parser.update(dict(overrides or {}))
+    return parser
+
+
+def folder_overrides(folder: str | os.PathLike, samples: bool = True) -> dict[str, str]:
+    """Overrides that send a training run's outputs into ``folder``: ``models/``, ``logs/`` (and ``samples/``)."""
+    folder = Path(folder)
+    out = {"ckpt_dir": str(folder / "models"), "log_dir": str(folder / "logs")}
+    if samples:
+        out["sample_dir"] = str(folder / "samples")
+    return out
+
+
+def generator_properties_path() -> Path:
+    """The MONAI properties file listing the ids every generator bundle must define (``train`` and ``infer``)."""
+    return bundles_dir() / "generator_properties.json"
+
+
+def discover_generators(root: str | os.PathLike | None = None) -> list[str]:
+    """Generator bundles under ``root`` (default :func:`bundles_dir`): folders with ``configs/train.json`` and
+    ``configs/inference.json`` that are not the segmentation bundle; registry order first, then by name."""
+    root = Path(root) if root is not None else bundles_dir()
+    found = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if not p.is_dir() or spec(p.name).kind != BundleKind.GENERATOR:
+            continue
+        if (p / "configs" / "train.json").is_file() and (p / "configs" / "inference.json").is_file():
+            found.append(p.name)
+    order = {n: i for i, n in enumerate(GENERATORS)}
+    return sorted(found, key=lambda n: (order.get(n, len(order)), n))
+
+
+def check_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train.json", "inference.json")) -> None:
+    """Raise ``FileNotFoundError`` naming what is missing when ``bundle`` lacks a config."""
+    missing = [c for c in configs if not (bundle_path(bundle) / "configs" / c).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle}: bundle lacks configs/{', configs/'.join(missing)}")
+
+
+def run_bundle(
+    bundle: str | os.PathLike,
+    configs: Sequence[str],
+    run_id: str = "run",
+    workflow_type: str = "train",
+    overrides: Mapping[str, Any] | None = None,
+) -> Any:
+    """Run a bundle workflow in-process through ``monai.bundle.ConfigWorkflow`` (what ``python -m monai.bundle run``
+    does), with ``configs`` named relative to the bundle's ``configs/`` folder (``common.json`` is prepended).
+
+    Args:
+        bundle: bundle folder or registry name.
+        configs: config files, e.g. ``["train.json", "demo.json"]``.
+        run_id: the expression list to run (``run``, ``training``, ``inference``...).
+        workflow_type: ``train`` or ``infer``.
+        overrides: config overrides (``{"num_iterations": 10, "network_def#channels": [8, 16]}``).
+    """
+    from monai.bundle import ConfigWorkflow
+
+    bundle = bundle_path(bundle)
+    wf = ConfigWorkflow(
+        config_file=config_files(bundle, configs),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        run_id=run_id,
+        bundle_root=str(bundle),
+        **dict(overrides or {}),
+    )
+    wf.initialize()
+    try:
+        return wf.run()
+    finally:
+        wf.finalize()

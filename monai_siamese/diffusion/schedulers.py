@@ -1,0 +1,194 @@
+"""Noise schedulers by name, for training (the noising process: DDPM or rectified flow) and for sampling (DDIM, DDPM,
+DPM-Solver++ or the rectified-flow Euler sampler), and one scheduler step whose extra arguments (``eta``,
+``generator``, ``next_timestep``) are chosen by the scheduler's signature."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+
+from monai_siamese.diffusion.dpm_solver import DPMSolverMultistepScheduler
+from monai_siamese.diffusion.prediction import PredictionType, is_flow
+
+__all__ = [
+    "Objective",
+    "SamplerType",
+    "prediction_for",
+    "make_noise_scheduler",
+    "make_scheduler",
+    "set_sampling_timesteps",
+    "scheduler_step",
+]
+
+
+class Objective(str, Enum):
+    """The training objective (``objective`` of the bundles)."""
+
+    DDPM = "ddpm"  # discrete-time DDPM noising, the network predicts ``prediction_type`` (the papers' setting)
+    RFLOW = "rflow"  # rectified flow: straight noise-to-data paths, the network predicts the flow velocity
+
+
+class SamplerType(str, Enum):
+    """Sampling schedulers selectable by name (``sampler`` of the bundles' ``inference.json``)."""
+
+    DDIM = "ddim"  # MONAI DDIMScheduler (the references')
+    DDPM = "ddpm"  # MONAI DDPMScheduler (ancestral)
+    DPMPP_2M = "dpmpp_2m"  # DPM-Solver++ (2M)
+    EULER = "euler"  # MONAI RFlowScheduler: Euler steps along the flow (rectified-flow models only)
+
+
+#: samplers of each kind of model
+_FLOW_SAMPLERS = (SamplerType.EULER,)
+
+
+def prediction_for(objective: Objective | str, prediction_type: PredictionType | str = "epsilon") -> str:
+    """The network's prediction under ``objective``: ``prediction_type`` for DDPM, the flow velocity for
+    rectified flow."""
+    if Objective(str(objective).lower()) == Objective.RFLOW:
+        return PredictionType.FLOW.value
+    ptype = PredictionType(str(prediction_type).lower())
+    if ptype == PredictionType.FLOW:
+        raise ValueError("prediction_type 'flow' needs objective 'rflow'")
+    return ptype.value
+
+
+def make_noise_scheduler(
+    objective: Objective | str = Objective.DDPM,
+    num_train_timesteps: int = 1000,
+    schedule: str = "linear_beta",
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
+    flow_sample_method: str = "logit-normal",
+    flow_timestep_transform: bool = False,
+    spatial_dims: int = 2,
+    base_img_size_numel: int = 64 * 64,
+    **kwargs: Any,
+) -> DDPMScheduler | RFlowScheduler:
+    """The training (noising) scheduler of ``objective``.
+
+    Args:
+        objective: ``ddpm`` (MONAI ``DDPMScheduler`` with ``schedule``) or ``rflow`` (MONAI ``RFlowScheduler`` with
+            continuous timesteps).
+        num_train_timesteps: training timesteps ``T``.
+        schedule: MONAI beta schedule (DDPM).
+        prediction_type: DDPM prediction type (``epsilon``, ``v_prediction``, ``sample``).
+        flow_sample_method: rectified-flow training timestep distribution: ``logit-normal`` (more weight on the
+            middle of the path, as Esser et al., arXiv 2403.03206, found best) or ``uniform``.
+        flow_timestep_transform: shift the flow's timesteps towards noise for images larger than
+            ``base_img_size_numel`` (MAISI's resolution-dependent shift).
+        spatial_dims: 2 or 3 (for the timestep shift).
+        base_img_size_numel: image size with no shift.
+        kwargs: further arguments of the scheduler class.
+    """
+    if Objective(str(objective).lower()) == Objective.RFLOW:
+        return RFlowScheduler(
+            num_train_timesteps=num_train_timesteps,
+            use_discrete_timesteps=False,
+            sample_method=flow_sample_method,
+            use_timestep_transform=flow_timestep_transform,
+            base_img_size_numel=base_img_size_numel,
+            spatial_dim=spatial_dims,
+            **kwargs,
+        )
+    ptype = prediction_for(objective, prediction_type)
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=ptype, **kwargs
+    )
+
+
+def make_scheduler(
+    sampler: SamplerType | str = SamplerType.DDIM,
+    num_train_timesteps: int = 1000,
+    schedule: str = "linear_beta",
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
+    **kwargs: Any,
+) -> Any:
+    """A sampling scheduler by name, on the training noise process.
+
+    Args:
+        sampler: :class:`SamplerType` (``ddim``, ``ddpm``, ``dpmpp_2m`` for DDPM-trained models; ``euler`` for
+            rectified-flow models).
+        num_train_timesteps: training timesteps.
+        schedule: MONAI beta schedule (DDPM family).
+        prediction_type: the model's prediction (``flow`` for a rectified-flow model).
+        kwargs: further arguments of the scheduler class.
+    """
+    kind = SamplerType(sampler.value if isinstance(sampler, SamplerType) else str(sampler).lower())
+    flow = PredictionType(str(prediction_type)) == PredictionType.FLOW
+    if flow != (kind in _FLOW_SAMPLERS):
+        model = "a rectified-flow" if flow else "a DDPM-trained"
+        valid = [s.value for s in SamplerType if (s in _FLOW_SAMPLERS) == flow]
+        raise ValueError(f"sampler {kind.value!r} cannot sample {model} model; use one of {valid}")
+    if kind == SamplerType.EULER:
+        return RFlowScheduler(num_train_timesteps=num_train_timesteps, use_discrete_timesteps=False, **kwargs)
+    cls = {
+        SamplerType.DDIM: DDIMScheduler,
+        SamplerType.DDPM: DDPMScheduler,
+        SamplerType.DPMPP_2M: DPMSolverMultistepScheduler,
+    }[kind]
+    return cls(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=prediction_type, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(cls: type, method: str) -> frozenset[str]:
+    return frozenset(inspect.signature(getattr(cls, method)).parameters)
+
+
+def set_sampling_timesteps(
+    scheduler: Any, num_inference_steps: int, device: torch.device | str | None = None, shape: Sequence[int] = ()
+) -> list:
+    """``scheduler.set_timesteps`` for ``num_inference_steps`` (a DDPM sampler asked for ``T`` or more steps runs all
+    ``T``), with the sample's spatial size where the scheduler takes it (rectified flow's timestep shift); returns
+    the timesteps as Python numbers."""
+    kwargs: dict[str, Any] = {}
+    params = _parameters(type(scheduler), "set_timesteps")
+    if "input_img_size_numel" in params and len(shape) > 2:
+        kwargs["input_img_size_numel"] = int(torch.tensor(list(shape[2:])).prod())
+    n = num_inference_steps
+    if isinstance(scheduler, DDPMScheduler) and n >= scheduler.num_train_timesteps:
+        n = scheduler.num_train_timesteps
+    scheduler.set_timesteps(n, **kwargs)
+    return [t.item() for t in scheduler.timesteps]
+
+
+def scheduler_step(
+    scheduler: Any,
+    model_output: torch.Tensor,
+    timestep: float,
+    sample: torch.Tensor,
+    next_timestep: float | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``scheduler.step`` with the extra arguments its signature takes: ``eta`` (DDIM), ``generator`` (stochastic
+    steps), ``next_timestep`` (rectified flow; ``None`` or a negative value = the end of sampling, ``t = 0``).
+
+    Returns:
+        ``(prev_sample, pred_original_sample)``.
+    """
+    params = _parameters(type(scheduler), "step")
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generator
+    if "next_timestep" in params:
+        kwargs["next_timestep"] = 0 if next_timestep is None or next_timestep < 0 else next_timestep
+    if is_flow(scheduler):
+        return _flow_step(scheduler, model_output, timestep, sample, kwargs.get("next_timestep", 0))
+    return scheduler.step(model_output, timestep, sample, **kwargs)
+
+
+def _flow_step(
+    scheduler: Any, velocity: torch.Tensor, timestep: float, sample: torch.Tensor, next_timestep: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # MONAI's RFlowScheduler.step casts next_timestep to int, which breaks continuous timesteps; the Euler update is
+    # x_{t'} = x_t + u (t - t') / T with u = x0 - eps (written here for continuous t).
+    dt = (float(timestep) - float(next_timestep)) / float(scheduler.num_train_timesteps)
+    x0 = sample + velocity * (float(timestep) / float(scheduler.num_train_timesteps))
+    return sample + velocity * dt, x0

@@ -15,6 +15,10 @@ import warnings as _warnings
 _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 
+from monai_siamese.errors import install_excepthook as _install_excepthook  # noqa: E402
+
+_install_excepthook()
+
 from monai_siamese import data, diffusion, engines, inferers, networks, transforms, utils  # noqa: E402,F401
 
 __all__ = ["__version__", "data", "diffusion", "engines", "inferers", "networks", "transforms", "utils"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from monai_siamese.data.datalist import DatalistError, load_datalist, select_entries, write_datalist
 from monai_siamese.data.demo import build_demo_data, demo_datalist, demo_dir, ensure_demo_data
 from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range, to_unit_range
+from monai_siamese.data.io import image_shape, save_nifti, save_png_array
 from monai_siamese.data.labels import LabelMapd, LabelValueError, map_label_values
 from monai_siamese.data.mixing import (
     SYNTHETIC_KEY,
@@ -14,9 +15,9 @@ from monai_siamese.data.mixing import (
     tag_entries,
 )
 from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_slice_transform, pair_load_transform
+from monai_siamese.data.sampling import ResumableBatchSampler, SeededDataset, item_seed
 from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
 from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
-from monai_siamese.data.io import image_shape, save_nifti, save_png_array
 from monai_siamese.data.writer import SaveSliceLabeld, SyntheticPairWriter, pair_name, slice_name
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "Problem",
     "SYNTHETIC_KEY",
     "ScaleIntensityPresetd",
+    "ResumableBatchSampler",
     "SaveSliceLabeld",
+    "SeededDataset",
     "SliceDataset",
     "SyntheticPairWriter",
     "build_demo_data",
@@ -41,6 +44,7 @@ __all__ = [
     "fit_slice_transform",
     "from_unit_range",
     "image_shape",
+    "item_seed",
     "iter_slices",
     "load_datalist",
     "load_synthetic_datalists",

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_siamese.errors import InputError
 from monai_siamese.utils import atomic_write_json
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 PATH_KEYS = ("image", "label")
 
 
-class DatalistError(ValueError):
+class DatalistError(InputError, ValueError):
     """The datalist file itself is missing or malformed."""
 
 

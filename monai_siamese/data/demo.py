@@ -22,8 +22,8 @@ from monai.data import MetaTensor
 from monai.transforms import Resize, SpatialCrop
 
 from monai_siamese.data.datalist import write_datalist
-from monai_siamese.data.slicing import iter_slices
 from monai_siamese.data.io import save_nifti
+from monai_siamese.data.slicing import iter_slices
 from monai_siamese.utils import atomic_write_text
 
 __all__ = [

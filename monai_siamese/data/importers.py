@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from monai_siamese.data.datalist import write_datalist
+from monai_siamese.errors import InputError
 
 __all__ = [
     "Layout",
@@ -47,7 +48,7 @@ class Layout(str, Enum):
     MEDDIFF = "meddiff"
 
 
-class ImportError_(ValueError):
+class ImportError_(InputError, ValueError):
     """A reference-layout folder cannot be imported; the message names the file or folder."""
 
 

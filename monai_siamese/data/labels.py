@@ -11,10 +11,12 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from monai_siamese.errors import InputError
+
 __all__ = ["LabelValueError", "map_label_values", "LabelMapd", "source_name"]
 
 
-class LabelValueError(ValueError):
+class LabelValueError(InputError, ValueError):
     """A label holds values that cannot be mapped to ``0..num_classes-1``; the message names the file."""
 
 

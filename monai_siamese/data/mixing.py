@@ -8,14 +8,11 @@ synthetic run with the same iteration budget take the same number of optimizer s
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
-
-import torch
-from torch.utils.data import Sampler
+from collections.abc import Mapping, Sequence
 
 from monai_siamese.data.datalist import DatalistError, load_datalist
+from monai_siamese.data.sampling import ResumableBatchSampler
 
 __all__ = ["SYNTHETIC_KEY", "tag_entries", "load_synthetic_datalists", "synthetic_per_batch", "MixedBatchSampler"]
 
@@ -89,42 +86,22 @@ def synthetic_per_batch(batch_size: int, synthetic_ratio: float, num_synthetic: 
     return n
 
 
-class _Stream:
-    """An endless stream of indices: successive random permutations of ``range(n)`` from one generator."""
-
-    def __init__(self, n: int, offset: int, seed: int) -> None:
-        self.n, self.offset = n, offset
-        self.gen = torch.Generator().manual_seed(int(seed))
-        self.buffer: list[int] = []
-
-    def take(self, k: int) -> list[int]:
-        out = []
-        while len(out) < k:
-            if not self.buffer:
-                self.buffer = (torch.randperm(self.n, generator=self.gen) + self.offset).tolist()
-            need = k - len(out)
-            out += self.buffer[:need]
-            self.buffer = self.buffer[need:]
-        return out
-
-
-class MixedBatchSampler(Sampler[list[int]]):
-    """Batches of indices into ``ConcatDataset([real, synthetic])`` with exactly
+class MixedBatchSampler(ResumableBatchSampler):
+    """Batches of ``(index, item_seed)`` into ``SeededDataset(ConcatDataset([real, synthetic]))`` with exactly
     ``round(batch_size * synthetic_ratio)`` synthetic items in every batch (indices ``>= num_real``).
 
-    Each part is drawn from its own endless stream of reshuffled permutations, so every real item is seen equally
-    often whatever the ratio, and the streams continue across epochs (ignite re-creates the loader iterator when
-    an epoch is longer than the sampler). With no synthetic items, or a ratio of 0, it is plain shuffled batching
-    of the real items (complete batches only), so every arm of a comparison uses the same sampler.
+    Each part is drawn from its own endless stream of reshuffled passes, so every real item is seen equally often
+    whatever the ratio. With no synthetic items, or a ratio of 0, it is plain shuffled batching of the real items,
+    so every arm of a comparison uses the same sampler and the same real batches. Batch ``b`` is a pure function of
+    ``(seed, rank, b)``: a resumed run continues from :meth:`set_position` (see :class:`ResumableBatchSampler`).
 
     Args:
         num_real: number of real items (the first part of the concatenated dataset).
         num_synthetic: number of synthetic items (the second part).
         batch_size: items per batch.
         synthetic_ratio: fraction of every batch taken by synthetic items, in [0, 1].
-        num_batches: batches per pass (default: enough for one pass over the real items).
         seed: seed of the streams.
-        rank: process rank in distributed training (offsets the seed so ranks draw different batches).
+        rank: process rank in distributed training (ranks draw different batches).
     """
 
     def __init__(
@@ -133,36 +110,14 @@ class MixedBatchSampler(Sampler[list[int]]):
         num_synthetic: int = 0,
         batch_size: int = 8,
         synthetic_ratio: float = 0.0,
-        num_batches: int | None = None,
         seed: int = 0,
         rank: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.num_real = int(num_real)
-        self.num_synthetic = int(num_synthetic)
-        self.batch_size = int(batch_size)
-        self.n_synthetic = synthetic_per_batch(batch_size, synthetic_ratio, num_synthetic)
-        self.n_real = self.batch_size - self.n_synthetic
-        if self.n_real > 0 and self.num_real <= 0:
+        n_synthetic = synthetic_per_batch(batch_size, synthetic_ratio, num_synthetic)
+        if batch_size - n_synthetic > 0 and num_real <= 0:
             raise ValueError("MixedBatchSampler: no real items but the batches need real slots")
-        if num_batches is None:
-            num_batches = (
-                math.ceil(self.num_real / self.n_real)
-                if self.n_real > 0
-                else math.ceil(self.num_synthetic / self.n_synthetic)
-            )
-        self.num_batches = max(1, int(num_batches))
-        base = int(seed) * 1_000_003 + int(rank) * 7919
-        self._real = _Stream(self.num_real, 0, base) if self.n_real > 0 else None
-        self._synthetic = _Stream(self.num_synthetic, self.num_real, base + 1) if self.n_synthetic > 0 else None
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(self.num_batches):
-            batch = self._real.take(self.n_real) if self._real is not None else []
-            if self._synthetic is not None:
-                batch += self._synthetic.take(self.n_synthetic)
-            yield batch
+        super().__init__([num_real, num_synthetic], [batch_size - n_synthetic, n_synthetic], seed=seed, rank=rank)
+        self.num_real, self.num_synthetic = int(num_real), int(num_synthetic)
+        self.n_real, self.n_synthetic = batch_size - n_synthetic, n_synthetic

@@ -13,6 +13,7 @@ import torch
 from monai.transforms import LoadImage
 
 from monai_siamese.data.labels import LabelValueError, map_label_values
+from monai_siamese.errors import InputError
 
 __all__ = [
     "Problem",
@@ -37,7 +38,7 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(InputError, ValueError):
     """Raised by :func:`validate_or_raise`; ``problems`` lists every problem found."""
 
     def __init__(self, problems: Sequence[Problem], total: int) -> None:

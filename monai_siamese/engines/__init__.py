@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from monai_siamese.engines.handlers import (
+    EMAScheduleState,
     ExportWeightsHandler,
     GradientClipHandler,
     ProgressBarHandler,
     ResumeHandler,
+    RNGState,
     SampleGridHandler,
     TerminateOnNanHandler,
     find_latest_checkpoint,
     is_main_process,
+    list_checkpoints,
 )
 from monai_siamese.engines.latent import LatentDiffusionPrepareBatch, train_autoencoder
 from monai_siamese.engines.performance import (
@@ -25,6 +28,7 @@ from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.engines.siamese import LOSS_KEYS, SiameseDiffusionLoss, SiameseScheduleHandler
 
 __all__ = [
+    "EMAScheduleState",
     "BF16NoScalerHandler",
     "CompiledModule",
     "compile_network",
@@ -37,6 +41,7 @@ __all__ = [
     "GradientClipHandler",
     "LatentDiffusionPrepareBatch",
     "ProgressBarHandler",
+    "RNGState",
     "ResumeHandler",
     "SampleGridHandler",
     "LOSS_KEYS",
@@ -45,5 +50,6 @@ __all__ = [
     "TerminateOnNanHandler",
     "find_latest_checkpoint",
     "is_main_process",
+    "list_checkpoints",
     "train_autoencoder",
 ]

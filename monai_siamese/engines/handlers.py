@@ -1,21 +1,25 @@
-"""Ignite handlers the MONAI handler set lacks: gradient clipping, resume-from-latest, sample grids, weight
-export, a progress bar with the loss."""
+"""Ignite handlers the MONAI handler set lacks: gradient clipping, exact resume from the newest intact checkpoint
+(with the random states), sample grids, weight export with the training settings, a progress bar with the loss."""
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 from monai.engines.utils import IterationEvents
-from monai.handlers import CheckpointLoader, from_engine
+from monai.handlers import from_engine
 from torch import nn
 
 from monai_siamese.data.visualize import grid, label_to_rgb, save_png, to_uint8
@@ -25,6 +29,9 @@ from monai_siamese.networks.weights import save_weights
 __all__ = [
     "is_main_process",
     "find_latest_checkpoint",
+    "list_checkpoints",
+    "RNGState",
+    "EMAScheduleState",
     "GradientClipHandler",
     "ResumeHandler",
     "SampleGridHandler",
@@ -44,17 +51,71 @@ def is_main_process() -> bool:
 _ITER_RE = re.compile(r"checkpoint_(?:iteration|epoch)=(\d+)\.pt$")
 
 
-def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "*checkpoint_*=*.pt") -> str | None:
-    """The checkpoint written last by ``CheckpointSaver`` in ``ckpt_dir`` (highest iteration), or None."""
+def list_checkpoints(ckpt_dir: str | os.PathLike, pattern: str = "*checkpoint_*=*.pt") -> list[str]:
+    """The ``CheckpointSaver`` checkpoints of ``ckpt_dir``, newest (highest iteration) first."""
     folder = Path(ckpt_dir)
     if not folder.is_dir():
-        return None
-    best, best_it = None, -1
+        return []
+    found = []
     for p in folder.glob(pattern):
         m = _ITER_RE.search(p.name)
-        if m and int(m.group(1)) > best_it:
-            best, best_it = p, int(m.group(1))
-    return str(best) if best is not None else None
+        if m:
+            found.append((int(m.group(1)), str(p)))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "*checkpoint_*=*.pt") -> str | None:
+    """The checkpoint written last by ``CheckpointSaver`` in ``ckpt_dir`` (highest iteration), or None."""
+    found = list_checkpoints(ckpt_dir, pattern)
+    return found[0] if found else None
+
+
+def _np_state(state: tuple) -> dict:
+    name, keys, pos, has_gauss, cached = state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _np_restore(d: Mapping) -> tuple:
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
+
+
+class RNGState:
+    """The random states of a training run, as an object for ``CheckpointSaver``'s ``save_dict`` (``state_dict`` /
+    ``load_state_dict`` of plain tensors and numbers, loadable with ``torch.load(weights_only=True)``): Python's
+    ``random``, NumPy's global generator, torch's CPU generator, every CUDA generator, and the ``R`` of the given
+    MONAI ``Randomizable`` objects that run in the main process (e.g. a per-batch mask ablation).
+
+    Saved with the weights at the checkpoint's iteration and restored when a run resumes from it, the noise and
+    timesteps of every later iteration are those of a run that was never interrupted.
+
+    Args:
+        randomizables: objects with a NumPy ``RandomState`` ``R`` to save too.
+    """
+
+    def __init__(self, randomizables: Sequence[Any] = ()) -> None:
+        self.randomizables = [r for r in randomizables if r is not None]
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "python": list(random.getstate()[1]),
+            "python_version": int(random.getstate()[0]),
+            "numpy": _np_state(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "objects": [_np_state(r.R.get_state()) for r in self.randomizables],
+        }
+        if torch.cuda.is_available():
+            out["cuda"] = torch.cuda.get_rng_state_all()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        random.setstate((state["python_version"], tuple(state["python"]), None))
+        np.random.set_state(_np_restore(state["numpy"]))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        for r, s in zip(self.randomizables, state.get("objects", [])):
+            r.R.set_state(_np_restore(s))
 
 
 class GradientClipHandler:
@@ -84,15 +145,44 @@ class GradientClipHandler:
         engine.state.grad_norm = norm
 
 
+class EMAScheduleState:
+    """The position of ignite ``EMAHandler``'s momentum warm-up, as an object for ``CheckpointSaver``'s ``save_dict``:
+    the warm-up counts its own events (not the engine's iteration), so without it a resumed run would restart the
+    warm-up and its EMA weights would drift from an uninterrupted run's.
+
+    Args:
+        ema: the ``EMAHandler`` (attached to the trainer before a checkpoint is saved or loaded).
+    """
+
+    def __init__(self, ema: Any) -> None:
+        self.ema = ema
+
+    def state_dict(self) -> dict[str, int]:
+        scheduler = getattr(self.ema, "momentum_scheduler", None)
+        return {"event_index": int(scheduler.event_index) if scheduler is not None else 0}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        scheduler = getattr(self.ema, "momentum_scheduler", None)
+        if scheduler is not None:
+            scheduler.event_index = int(state["event_index"])
+
+
 class ResumeHandler:
-    """Resume from the latest ``CheckpointSaver`` checkpoint in ``ckpt_dir`` when one exists (networks, EMA,
-    optimizer, LR scheduler and the trainer's iteration), through MONAI's ``CheckpointLoader``.
+    """Resume from the newest intact ``CheckpointSaver`` checkpoint in ``ckpt_dir``: networks, EMA, optimizer, LR
+    scheduler, the trainer's iteration, the random states (:class:`RNGState`) and the data position (the batch
+    sampler continues at the trainer's iteration), so the resumed run ends bit-identical to an uninterrupted one on
+    the same device.
+
+    A checkpoint that cannot be read (truncated by a kill, corrupt) is skipped with a warning naming it, and the next
+    older one is used; with none intact, training starts from scratch.
 
     Args:
         ckpt_dir: checkpoint folder.
-        load_dict: objects to restore, as given to ``CheckpointSaver``.
+        load_dict: objects to restore, as given to ``CheckpointSaver`` (entries the checkpoint lacks, e.g. the
+            random states of a checkpoint from an older version, are skipped with a warning).
         map_location: device mapping for ``torch.load``.
         enabled: set False to start from scratch even if checkpoints exist.
+        batch_sampler: a :class:`~monai_siamese.data.ResumableBatchSampler` to move to the resumed iteration.
     """
 
     def __init__(
@@ -101,22 +191,52 @@ class ResumeHandler:
         load_dict: Mapping[str, Any],
         map_location: Any = None,
         enabled: bool = True,
+        batch_sampler: Any = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
         self.load_dict = dict(load_dict)
         self.map_location = map_location
         self.enabled = enabled
+        self.batch_sampler = batch_sampler
         self.loaded_from: str | None = None
+        self.skipped: list[str] = []
+        self._checkpoint: Mapping[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
         if not self.enabled:
             return
-        latest = find_latest_checkpoint(self.ckpt_dir)
-        if latest is None:
+        for path in list_checkpoints(self.ckpt_dir):
+            try:
+                checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
+                reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                logger.warning(f"{path}: unreadable checkpoint, skipped ({type(e).__name__}: {reason})")
+                warnings.warn(f"{path}: unreadable checkpoint, skipped ({reason})", RuntimeWarning, stacklevel=2)
+                self.skipped.append(path)
+                continue
+            if not isinstance(checkpoint, Mapping) or "trainer" not in checkpoint:
+                logger.warning(f"{path}: not a training checkpoint (no trainer state), skipped")
+                self.skipped.append(path)
+                continue
+            self._checkpoint, self.loaded_from = checkpoint, path
+            logger.info(f"resuming from {path}")
+            engine.add_event_handler(Events.STARTED, self._load)
             return
-        logger.info(f"resuming from {latest}")
-        self.loaded_from = latest
-        CheckpointLoader(load_path=latest, load_dict=self.load_dict, map_location=self.map_location).attach(engine)
+        if self.skipped:
+            logger.warning(f"no intact checkpoint in {self.ckpt_dir}: training starts from scratch")
+
+    def _load(self, engine: Engine) -> None:
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return
+        to_load = {k: v for k, v in self.load_dict.items() if k in checkpoint}
+        missing = sorted(set(self.load_dict) - set(to_load))
+        if missing:
+            logger.warning(f"{self.loaded_from}: has no {missing}; those start fresh (the resume is not exact)")
+        Checkpoint.load_objects(to_load=to_load, checkpoint=dict(checkpoint))
+        self._checkpoint = None
+        if self.batch_sampler is not None:
+            self.batch_sampler.set_position(engine.state.iteration)
 
 
 class SampleGridHandler:
@@ -193,7 +313,9 @@ class SampleGridHandler:
 
     def __call__(self, engine: Engine) -> None:
         device = engine.state.device if hasattr(engine.state, "device") else getattr(engine, "device", "cpu")
-        image = self.make_grid(device)
+        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the grid never changes the training run's random stream
+            image = self.make_grid(device)
         it = engine.state.iteration
         self.last_path = save_png(image, self.output_dir / f"iter_{it:07d}.png")
         save_png(image, self.output_dir / "latest.png")
@@ -204,18 +326,25 @@ class SampleGridHandler:
 
 class ExportWeightsHandler:
     """Write a module's weights (typically the EMA model) at the end of training (and optionally every
-    ``interval`` iterations), atomically, as ``.safetensors`` or ``.pt`` by extension.
+    ``interval`` iterations), atomically, as ``.safetensors`` or ``.pt`` by extension; ``settings`` (the bundle's
+    ``trained_with``: network definition, objective, prediction type, noise schedule, classes, mask encoding, preset,
+    spatial size) go into the safetensors metadata, so sampling can check that it uses the same settings
+    (:func:`~monai_siamese.networks.load_weights` with ``expected``).
 
     Args:
         module: the module to export.
         path: output path.
         interval: also export every ``interval`` iterations (0: only at the end).
+        settings: JSON-able training settings stored with the weights (safetensors only).
     """
 
-    def __init__(self, module: nn.Module, path: str | os.PathLike, interval: int = 0) -> None:
+    def __init__(
+        self, module: nn.Module, path: str | os.PathLike, interval: int = 0, settings: Mapping[str, Any] | None = None
+    ) -> None:
         self.module = module
         self.path = path
         self.interval = interval
+        self.settings = dict(settings) if settings is not None else None
 
     def attach(self, engine: Engine) -> None:
         if not is_main_process():
@@ -225,7 +354,7 @@ class ExportWeightsHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        save_weights(self.module, self.path)
+        save_weights(self.module, self.path, settings=self.settings)
         logger.info(f"exported weights to {self.path}")
 
 

@@ -34,6 +34,8 @@ from monai_siamese.networks.latent import (
 from monai_siamese.networks.siamese import SiameseDiffusionNetwork, UNetMode, set_unet_mode
 from monai_siamese.networks.weights import (
     adapt_input_channels,
+    check_settings,
+    read_settings,
     load_pretrained,
     load_state_dict_file,
     load_weights,
@@ -60,6 +62,8 @@ __all__ = [
     "UNetFeatures",
     "UNetMode",
     "adapt_input_channels",
+    "check_settings",
+    "read_settings",
     "controlnet_residuals",
     "hint_channels",
     "hint_downsample_factor",

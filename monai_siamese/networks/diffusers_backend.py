@@ -29,8 +29,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
 from monai_siamese.diffusion import PredictionType
+from monai_siamese.errors import InputError
+from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
 from monai_siamese.networks.siamese import SiameseDiffusionNetwork, UNetMode
 
 __all__ = [
@@ -63,7 +64,7 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float1
 _DTYPES.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
 
 
-class PretrainedModelError(FileNotFoundError):
+class PretrainedModelError(InputError, FileNotFoundError):
     """The pretrained folder is not set, missing or incomplete."""
 
 

@@ -1,17 +1,94 @@
-"""Loading and saving weights safely: ``torch.load(weights_only=True)`` or safetensors, atomic writes."""
+"""Loading and saving weights safely: ``torch.load(weights_only=True)`` or safetensors, atomic writes; safetensors
+files carry the settings they were trained with, and loading checks them against the config."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from monai_siamese.errors import WeightsError
 from monai_siamese.utils import atomic_path
 
-__all__ = ["load_state_dict_file", "load_weights", "load_pretrained", "save_weights", "adapt_input_channels"]
+__all__ = [
+    "SETTINGS_KEY",
+    "load_state_dict_file",
+    "load_weights",
+    "load_pretrained",
+    "save_weights",
+    "adapt_input_channels",
+    "read_settings",
+    "check_settings",
+]
+
+#: safetensors metadata key of the training settings (a JSON string)
+SETTINGS_KEY = "monai_siamese.trained_with"
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def read_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training settings stored in a ``.safetensors`` file by :func:`save_weights` (None when it has none or is
+    another format).
+
+    Raises:
+        WeightsError: the file is missing, truncated or not a safetensors file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        raise WeightsError(f"{path}: not a readable safetensors file (truncated or corrupt? {_reason(e)})") from e
+    text = meta.get(SETTINGS_KEY)
+    return json.loads(text) if text else None
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def check_settings(path: str | os.PathLike, expected: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Compare the settings stored with the weights at ``path`` with ``expected`` (the config's ``trained_with``);
+    keys missing on either side are not compared. Returns the stored settings.
+
+    Raises:
+        WeightsError: one line naming every key that disagrees, with both values.
+    """
+    stored = read_settings(path)
+    if stored is None or not expected:
+        return stored
+    diffs = []
+
+    def walk(prefix: str, exp: Any, got: Any) -> None:
+        if isinstance(exp, Mapping) and isinstance(got, Mapping):
+            for k in exp:
+                if k in got:
+                    walk(f"{prefix}#{k}" if prefix else str(k), exp[k], got[k])
+        elif exp != got:
+            diffs.append(f"{prefix} (config {json.dumps(exp)}, weights {json.dumps(got)})")
+
+    walk("", _plain(dict(expected)), stored)
+    if diffs:
+        raise WeightsError(
+            f"{path}: trained with other settings than this config: {'; '.join(diffs)}. Give the configs it was "
+            "trained with (e.g. add demo.json) or set these keys to the weights' values"
+        )
+    return stored
 
 _NESTED_KEYS = ("ema", "model", "network", "state_dict", "unet")
 
@@ -25,13 +102,16 @@ def load_state_dict_file(path: str | os.PathLike, key: str | None = None) -> dic
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        raise WeightsError(f"{path}: cannot read the weights (truncated or corrupt? {_reason(e)})") from e
     if key is not None:
         if key not in state:
             raise KeyError(f"{path}: no '{key}' in checkpoint (keys: {sorted(state)[:10]})")
@@ -76,6 +156,7 @@ def load_weights(
     key: str | None = None,
     strict: bool = True,
     adapt_channels: bool = False,
+    expected: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Load weights from ``path`` into ``module`` (see :func:`load_state_dict_file`); returns the module.
 
@@ -85,7 +166,10 @@ def load_weights(
         key: entry of a multi-object checkpoint.
         strict: raise on missing / unexpected / mismatched keys.
         adapt_channels: fit convolutions whose input channels differ (see :func:`adapt_input_channels`).
+        expected: the config's training settings (``trained_with``), checked against those stored with the weights
+            first (:func:`check_settings`), so a sampling config that disagrees with training fails in one line.
     """
+    check_settings(path, expected)
     state = load_state_dict_file(path, key)
     target = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
     if adapt_channels:
@@ -97,17 +181,20 @@ def load_weights(
     try:
         missing, unexpected = target.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches raise even with strict=False
-        raise RuntimeError(f"{path}: weights do not fit the network ({str(e).splitlines()[-1].strip()})") from e
+        raise WeightsError(f"{path}: weights do not fit the network ({str(e).splitlines()[-1].strip()})") from e
     if strict and (missing or unexpected):
-        raise RuntimeError(
+        raise WeightsError(
             f"{path}: weights do not match the network: {len(missing)} missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); check the network settings of the config"
         )
     return module
 
 
-def save_weights(module: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> str:
-    """Save a module's state dict (or a state dict) atomically as safetensors or torch file, by extension."""
+def save_weights(
+    module: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, settings: Mapping[str, Any] | None = None
+) -> str:
+    """Save a module's state dict (or a state dict) atomically as safetensors or torch file, by extension; a
+    safetensors file also stores ``settings`` (JSON) in its metadata (see :func:`read_settings`)."""
     if isinstance(module, nn.Module):
         target = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
         state = target.state_dict()
@@ -118,7 +205,8 @@ def save_weights(module: nn.Module | Mapping[str, torch.Tensor], path: str | os.
         if str(path).endswith(".safetensors"):
             from safetensors.torch import save_file
 
-            save_file(state, tmp)
+            meta = {SETTINGS_KEY: json.dumps(_plain(dict(settings)))} if settings else None
+            save_file(state, tmp, metadata=meta)
         else:
             torch.save(state, tmp)
     return str(path)

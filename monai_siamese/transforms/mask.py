@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import get_seed
 
 __all__ = [
     "MaskEncoding",
@@ -196,6 +197,8 @@ class BatchMaskAblation(RandomizableTransform):
         prob: per-class drop probability.
         apply_prob: probability that a batch is ablated at all.
         null_value: condition value of dropped-out (unconditional) samples, left untouched.
+        seed: seed of its own random state (default: MONAI's global seed of ``set_determinism``); it never shares
+            the class-level random state of MONAI transforms, so a checkpoint can hold and restore it.
     """
 
     def __init__(
@@ -205,8 +208,10 @@ class BatchMaskAblation(RandomizableTransform):
         prob: float = 0.5,
         apply_prob: float = 1.0,
         null_value: float = NULL_CONDITION,
+        seed: int | None = None,
     ) -> None:
         RandomizableTransform.__init__(self, prob=apply_prob)
+        self.set_random_state(seed=seed if seed is not None else get_seed())
         self.num_classes = num_classes
         self.encoding = MaskEncoding(encoding)
         self.class_prob = prob

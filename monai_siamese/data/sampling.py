@@ -1,0 +1,143 @@
+"""Resumable, per-item seeded training data: a batch sampler whose batch ``b`` is a pure function of (seed, rank, b),
+and a dataset wrapper that applies the random transforms of an item with that item's own seed.
+
+Together they make the data side of training exactly resumable: a run killed after iteration ``i`` and resumed from
+its checkpoint (``set_position(i)``) sees the same batches, with the same augmentations, as a run that was never
+interrupted, whatever the number of data-loader workers (MONAI's ``Randomizable`` transforms keep their random state
+inside each worker, which no checkpoint can restore; seeding each item makes that state irrelevant).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Randomizable, apply_transform
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["ResumableBatchSampler", "SeededDataset", "item_seed"]
+
+_MAX_SEED = 2**32
+
+
+def item_seed(seed: int, part: int, position: int) -> int:
+    """Seed of the item at ``position`` of stream ``part`` of a run seeded with ``seed`` (a pure function)."""
+    return int(np.random.SeedSequence([int(seed) % _MAX_SEED, int(part), int(position)]).generate_state(1)[0])
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """An endless stream of batches of ``(index, item_seed)`` pairs for ``dataset[(index, item_seed)]`` (see
+    :class:`SeededDataset`), with ``per_batch[k]`` items of part ``k`` in every batch.
+
+    Each part ``k`` (``sizes[k]`` items, indices offset by the sizes before it, as in a ``ConcatDataset``) is an
+    endless stream of passes; pass ``p`` is a permutation of the part drawn from ``(seed, rank, k, p)`` (or the
+    identity without ``shuffle``), so every item of a part is seen equally often and batch ``b`` depends only on
+    ``(seed, rank, b)``. The stream starts at batch :attr:`position` (0, or where a resumed run left off:
+    :meth:`set_position`); iterate it with an ``epoch_length`` (ignite keeps the iterator across epochs).
+
+    With one part this is plain shuffled batching; with a real and a synthetic part it puts a fixed number of
+    synthetic items in every batch (see :func:`~monai_siamese.data.synthetic_per_batch`).
+
+    Args:
+        sizes: items per part.
+        per_batch: items per batch from each part (same length as ``sizes``; 0 skips a part).
+        seed: seed of the permutations and item seeds.
+        shuffle: permute each pass (False: in order).
+        rank: process rank in distributed training (ranks draw different batches).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        per_batch: Sequence[int],
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+    ) -> None:
+        if len(sizes) != len(per_batch):
+            raise ValueError(f"sizes {list(sizes)} and per_batch {list(per_batch)} differ in length")
+        for n, k in zip(sizes, per_batch):
+            if k < 0 or (k > 0 and n <= 0):
+                raise ValueError(f"a part of {n} items cannot fill {k} slots of every batch")
+        if sum(per_batch) < 1:
+            raise ValueError("batches would be empty: per_batch sums to 0")
+        self.sizes = [int(n) for n in sizes]
+        self.per_batch = [int(k) for k in per_batch]
+        self.offsets = [int(sum(self.sizes[:i])) for i in range(len(self.sizes))]
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.rank = int(rank)
+        self.position = 0
+        self._perms: dict[tuple[int, int], list[int]] = {}
+
+    @property
+    def batch_size(self) -> int:
+        return sum(self.per_batch)
+
+    def __len__(self) -> int:
+        """Batches per pass over the largest share (what one epoch would be)."""
+        return max(math.ceil(n / k) for n, k in zip(self.sizes, self.per_batch) if k > 0)
+
+    def set_position(self, position: int) -> None:
+        """Start the next iteration at batch ``position`` (the number of batches a resumed run already used)."""
+        self.position = int(position)
+
+    def _perm(self, part: int, pass_: int) -> list[int]:
+        key = (part, pass_)
+        if key not in self._perms:
+            n = self.sizes[part]
+            if self.shuffle:
+                gen = torch.Generator().manual_seed(item_seed(self.seed * 7919 + self.rank, 1_000 + part, pass_))
+                perm = torch.randperm(n, generator=gen).tolist()
+            else:
+                perm = list(range(n))
+            if len(self._perms) > 64:
+                self._perms.clear()
+            self._perms[key] = perm
+        return self._perms[key]
+
+    def batch(self, b: int) -> list[tuple[int, int]]:
+        """Batch number ``b`` of the stream."""
+        out = []
+        for part, (n, k) in enumerate(zip(self.sizes, self.per_batch)):
+            for j in range(b * k, (b + 1) * k):
+                pos = self._perm(part, j // n)[j % n]
+                out.append((self.offsets[part] + pos, item_seed(self.seed * 7919 + self.rank, part, j)))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        b = self.position
+        while True:
+            yield self.batch(b)
+            b += 1
+
+
+class SeededDataset(Dataset):
+    """``dataset`` with a random ``transform`` applied per item with the item's own seed: ``self[(index, seed)]``
+    re-seeds every ``Randomizable`` in ``transform`` from ``seed`` and applies it to ``dataset[index]`` (a plain
+    integer index applies the transform with its current random state).
+
+    Args:
+        dataset: the deterministic items (e.g. a :class:`~monai_siamese.data.SliceDataset` without ``transform``,
+            or a ``ConcatDataset`` of real and synthetic ones).
+        transform: the random per-access transform (augmentation, mask ablation, condition dropout).
+    """
+
+    def __init__(self, dataset: Sequence | Dataset, transform: Callable | None = None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        index, seed = key if isinstance(key, (tuple, list)) else (key, None)
+        item = self.dataset[int(index)]
+        if self.transform is None:
+            return item
+        if seed is not None and isinstance(self.transform, Randomizable):
+            self.transform.set_random_state(seed=int(seed) % _MAX_SEED)
+        return apply_transform(self.transform, item)

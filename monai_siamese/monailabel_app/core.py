@@ -163,15 +163,15 @@ def _is_upload(path: str) -> bool:
     )
 
 
-def check_request_paths(request: Mapping[str, Any], datastore_dir: str | os.PathLike | None) -> None:
+def check_request_paths(request: Mapping[str, Any], roots: Sequence[str | os.PathLike | None]) -> None:
     """Server files named by an infer request stay inside the server's folders.
 
     MONAI Label lets a request's ``params`` name ``image`` and ``label`` as server paths (an uploaded file is saved
     as ``<tmp>/tmp<random><suffix>``). A ``label`` sent with the request, and an ``image`` that is an existing path
-    (instead of a datastore id), must lie inside the datastore or be such an upload; anything else raises
-    :class:`RequestError` naming the parameter and the path.
+    (instead of a datastore id), must lie inside one of ``roots`` (the datastore, MONAI Label's sessions folder) or
+    be such an upload; anything else raises :class:`RequestError` naming the parameter and the path.
     """
-    roots = [datastore_dir] if datastore_dir else []
+    roots = [r for r in roots if r]
     for key in ("label", "image"):
         value = request.get(key)
         if not value or (key == "image" and not (isinstance(value, str) and os.path.exists(value))):

@@ -106,9 +106,11 @@ class MonaiSiameseApp(MONAILabelApp):
     def infer(self, request, datastore=None):
         """Synthesis requests: the image's final label from the datastore when none is sent, and the result (an
         image, not a label) is never saved into the datastore. Server paths a request names (``label``, ``image``
-        as a path) must lie inside the datastore or the folder of uploads (HTTP 400 otherwise)."""
+        as a path) must lie inside the datastore or the sessions folder, or be this request's upload (HTTP 400
+        otherwise)."""
         with bad_request():
-            check_request_paths(request, self._datastore_dir())
+            sessions = self.sessions()
+            check_request_paths(request, [self._datastore_dir(), sessions.store_path if sessions else None])
         if request.get("model") == "synthesis":
             request = dict(request)
             request["save_label"] = False

@@ -284,18 +284,18 @@ def test_request_paths_stay_in_the_datastore_or_uploads(tmp_path):
     outside = tmp_path / "secret.nii.gz"  # under the temporary folder, but not an upload
     outside.write_bytes(b"x")
     with tempfile.NamedTemporaryFile(suffix=".nii.gz") as upload:  # how MONAI Label saves an uploaded label
-        core.check_request_paths({"image": "case_01", "label": upload.name}, store)
-        core.check_request_paths({"image": upload.name}, store)
-    core.check_request_paths({"image": str(store / "lab.nii.gz"), "label": str(store / "lab.nii.gz")}, store)
-    core.check_request_paths({"image": "case_01"}, None)
+        core.check_request_paths({"image": "case_01", "label": upload.name}, [store])
+        core.check_request_paths({"image": upload.name}, [store])
+    core.check_request_paths({"image": str(store / "lab.nii.gz"), "label": str(store / "lab.nii.gz")}, [store])
+    core.check_request_paths({"image": "case_01"}, [None])
     for label in [str(outside), "/etc/passwd", f"{store}/{'../' * 12}etc/passwd", str(store / ".." / "secret.nii.gz")]:
         with pytest.raises(RequestError, match="label"):
-            core.check_request_paths({"image": "case_01", "label": label}, store)
+            core.check_request_paths({"image": "case_01", "label": label}, [store])
     (store / "link").symlink_to(outside)
     with pytest.raises(RequestError, match="label"):
-        core.check_request_paths({"image": "case_01", "label": str(store / "link")}, store)
+        core.check_request_paths({"image": "case_01", "label": str(store / "link")}, [store])
     for image in [str(outside), "/etc/passwd"]:
         with pytest.raises(RequestError, match="image"):
-            core.check_request_paths({"image": image}, store)
+            core.check_request_paths({"image": image}, [store])
     with pytest.raises(RequestError, match="label"):
-        core.check_request_paths({"image": "case_01", "label": {"_target_": "x"}}, store)
+        core.check_request_paths({"image": "case_01", "label": {"_target_": "x"}}, [store])

@@ -1,21 +1,31 @@
-"""Small shared helpers: atomic file writes, versions, devices, bundle locations."""
+"""Small shared helpers: atomic file writes, versions, devices, bundle locations.
+
+Imports no torch at module level: the atomic writer is used by light processes too."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "atomic_path",
+    "ATOMIC_PREFIX",
+    "atomic_temp_owner",
+    "remove_stale_temporaries",
+    "current_umask",
     "atomic_write_text",
     "atomic_write_json",
     "versions",
@@ -25,21 +35,86 @@ __all__ = [
 ]
 
 
+#: fixed start of every temporary file made by :func:`atomic_path`: ``.atomic-<pid>-<stem>.<random><suffix>``
+ATOMIC_PREFIX = ".atomic-"
+_ATOMIC_NAME = re.compile(re.escape(ATOMIC_PREFIX) + r"(\d+)-")
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (``/proc/self/status``, kernel >= 4.7);
+    elsewhere through ``os.umask`` under a lock (``os.umask`` sets the process-wide mask while reading it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def atomic_temp_owner(name: str) -> int | None:
+    """The process id that owns the :func:`atomic_path` temporary file ``name``; None for any other name."""
+    m = _ATOMIC_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process id we made: treat as alive, never remove
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno != errno.ESRCH  # EPERM: alive, another user's
+    return True
+
+
+def remove_stale_temporaries(folders: Iterable[str | os.PathLike]) -> list[str]:
+    """Remove the temporary files :func:`atomic_path` left in ``folders`` (not recursive) when a writer was killed.
+
+    Only files named by :func:`atomic_path` (``.atomic-<pid>-...``) whose owning process no longer runs are removed:
+    never another live process's temporary, never this process's, never any other file. Returns the removed paths.
+    """
+    removed = []
+    me = os.getpid()
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            pid = atomic_temp_owner(entry.name)
+            if pid is None or pid == me or not entry.is_file(follow_symlinks=False) or _pid_alive(pid):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another rerun removed it first
+                os.remove(entry.path)
+                removed.append(entry.path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` (atomic on POSIX).
 
     The temporary file keeps the final suffix (``.nii.gz``, ``.png``...) so writers that dispatch on the
     extension behave as for the final name. On error the temporary file is removed and ``path`` is untouched.
+    Before the rename the file gets the mode ``open()`` would give a new file (``0o666 & ~umask``; ``mkstemp``
+    makes it 0600). The temporary name, ``.atomic-<pid>-<stem>.<random><suffix>``, tells which process owns it, so
+    a rerun can remove what a killed run left (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    prefix = f"{ATOMIC_PREFIX}{os.getpid()}-{path.name.split('.')[0]}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -59,9 +134,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # tensors and numpy values
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -72,6 +145,7 @@ def versions() -> dict[str, str]:
     """Versions of the packages that determine results, for manifests and metadata."""
     import monai
     import numpy
+    import torch
 
     out = {"python": sys.version.split()[0], "torch": torch.__version__, "monai": monai.__version__}
     out["numpy"] = numpy.__version__
@@ -83,6 +157,8 @@ def versions() -> dict[str, str]:
 
 def default_device() -> torch.device:
     """``cuda`` when available, else ``cpu``."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -147,7 +147,49 @@ def test_generate_pairs_outside_the_datastore(server):
         assert (out / e["image"]).is_file() and (out / e["label"]).is_file()
     # nothing written into the annotators' datastore
     assert not list(server["datastore"].glob("**/*_000.nii.gz"))
-    # refused inside the datastore
+    # refused inside the datastore (and outside the output root)
     bad = {"generator": "seg_guided_diffusion", "num_pairs": 1, "output_dir": str(server["datastore"] / "gen")}
-    requests.post(f"{server['url']}/scoring/generate_pairs?run_sync=true", json=bad, timeout=TIMEOUT)
-    assert not (server["datastore"] / "gen" / "datalist.json").exists()
+    r = requests.post(f"{server['url']}/scoring/generate_pairs?run_sync=true", json=bad, timeout=TIMEOUT)
+    assert r.status_code == 400 and "output_dir" in r.text, r.text
+    assert not (server["datastore"] / "gen").exists()
+
+
+def _refused(r: requests.Response, name: str) -> None:
+    assert 400 <= r.status_code < 500 and name in r.json()["detail"], f"{r.status_code} {r.text[:1000]}"
+
+
+def test_request_code_and_paths_refused(server):
+    """A request's parameters are data: a '$' string in ``overrides`` (MONAI's config parser would run it) is a 400
+    naming the key, on every endpoint, and nothing runs; an output folder outside the server's root is a 400."""
+    url = server["url"]
+    probe = server["work"] / "pwned"
+    code = f"$float(open({str(probe)!r}, 'w').write('x'))*0"
+    image_id = sorted(p for p in server["datastore"].glob("mni152_*.nii.gz"))[0].name[: -len(".nii.gz")]
+    r = requests.post(
+        f"{url}/infer/synthesis?image={image_id}&output=image",
+        data={"params": json.dumps({"overrides": {"eta": code}})},
+        timeout=TIMEOUT,
+    )
+    _refused(r, "eta")
+    r = requests.post(
+        f"{url}/infer/synthesis?image={image_id}&output=json",
+        data={"params": json.dumps({"overrides": {"guidance_scale": {"_target_": "os.system", "command": "id"}}})},
+        timeout=TIMEOUT,
+    )
+    _refused(r, "guidance_scale")
+    r = requests.post(
+        f"{url}/infer/synthesis?image={image_id}&output=json",
+        data={"params": json.dumps({"label": "/etc/passwd"})},
+        timeout=TIMEOUT,
+    )
+    _refused(r, "label")
+    params = {"generator": "seg_guided_diffusion", "num_pairs": 1, "overrides": {"eta": code}}
+    _refused(requests.post(f"{url}/scoring/generate_pairs?run_sync=true", json=params, timeout=TIMEOUT), "eta")
+    params = {"generator": "seg_guided_diffusion", "num_pairs": 1, "output_dir": "../escaped"}
+    _refused(requests.post(f"{url}/scoring/generate_pairs?run_sync=true", json=params, timeout=TIMEOUT), "output_dir")
+    assert not (server["work"] / "escaped").exists()
+    params = {"max_epochs": 1, "device": "cpu", "overrides": {"lr": code}}
+    _refused(requests.post(f"{url}/train/seg_guided_diffusion?run_sync=true", json=params, timeout=TIMEOUT), "lr")
+    params = {"max_epochs": "$1", "device": "cpu"}
+    _refused(requests.post(f"{url}/train/segmentation?run_sync=true", json=params, timeout=TIMEOUT), "max_epochs")
+    assert not probe.exists()

@@ -28,7 +28,7 @@ from monai.transforms import MapTransform
 from monai_siamese.data.datalist import write_datalist
 from monai_siamese.data.io import save_nifti, save_png_array
 from monai_siamese.data.visualize import grid, label_to_rgb, overlay, save_png, to_uint8
-from monai_siamese.utils import atomic_write_json, versions
+from monai_siamese.utils import atomic_write_json, remove_stale_temporaries, versions
 
 __all__ = ["SyntheticPairWriter", "pair_name", "slice_name", "SaveSliceLabeld"]
 
@@ -115,7 +115,12 @@ class SyntheticPairWriter:
         image_format: ``nifti``, ``png`` or ``auto`` (PNG for 3-channel images, NIfTI otherwise).
         previews: write a PNG preview per pair.
         config: configuration recorded in the manifest.
+
+    On construction, the temporary files that a killed run of a writer left in this folder and its sub-folders are
+    removed (only :func:`~monai_siamese.utils.atomic_path` temporaries whose process no longer runs).
     """
+
+    SUBFOLDERS = ("images", "labels", "previews", "records", "rejected")
 
     def __init__(
         self,
@@ -134,6 +139,9 @@ class SyntheticPairWriter:
         self.config = dict(config or {})
         for sub in ("images", "labels", "previews", "records"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # what a killed run left half-written: temporaries of atomic_path whose process is gone (never a live one's)
+        folders = [self.root, *(self.root / sub for sub in self.SUBFOLDERS)]
+        self.removed_temporaries = remove_stale_temporaries(folders)
         self.written = 0
         self.skipped = 0
         self.started = time.time()
@@ -161,7 +169,7 @@ class SyntheticPairWriter:
         counts: dict[str, int] = {}
         folder = self.root / "rejected"
         if folder.is_dir():
-            for p in folder.glob("*.json"):
+            for p in folder.glob("[!.]*.json"):  # not a temporary of atomic_path
                 reason = json.loads(p.read_text()).get("reason", "unknown")
                 counts[reason] = counts.get(reason, 0) + 1
         return dict(sorted(counts.items()))
@@ -227,7 +235,7 @@ class SyntheticPairWriter:
     def entries(self) -> list[dict]:
         """All completed entries in this folder (this run's and earlier runs'), sorted by name."""
         out = []
-        for p in sorted((self.root / "records").glob("*.json")):
+        for p in sorted((self.root / "records").glob("[!.]*.json")):  # not a temporary of atomic_path
             out.append(json.loads(p.read_text()))
         return out
 

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,21 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from monai_siamese.bundles import GENERATORS, run_bundle
 from monai_siamese.data.datalist import write_datalist
 from monai_siamese.data.io import save_nifti
+from monai_siamese.monailabel_app.params import (
+    FILL_CHOICES,
+    PAIRS_PARAMS,
+    SYNTHESIS_PARAMS,
+    RequestError,
+    check_choice,
+    check_device,
+    check_inside,
+    check_params,
+)
+from monai_siamese.monailabel_app.params import request_overrides as request_overrides_of
+from monai_siamese.monailabel_app.params import resolve_output_dir
 
 __all__ = [
     "GENERATOR_BUNDLES",
@@ -33,12 +45,16 @@ __all__ = [
     "segment",
     "generate_pairs",
     "check_outside",
+    "check_synthesis_request",
+    "check_pairs_request",
+    "check_request_paths",
+    "RequestError",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: generator bundles a synthesis request can name as ``method``
-GENERATOR_BUNDLES = ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft")
+GENERATOR_BUNDLES = GENERATORS
 
 
 def write_request_datalist(
@@ -133,12 +149,90 @@ def check_outside(folder: str | os.PathLike, forbidden: str | os.PathLike | None
         return
     f, d = Path(folder).resolve(), Path(forbidden).resolve()
     if f == d or d in f.parents:
-        raise ValueError(f"output folder {f} is inside the datastore {d}: choose a folder outside it")
+        raise RequestError(f"output folder {f} is inside the datastore {d}: choose a folder outside it")
+
+
+def _is_upload(path: str) -> bool:
+    """A file MONAI Label saved from this request's upload: ``tempfile.NamedTemporaryFile(suffix=...).name``, i.e.
+    ``tmp<random><suffix>`` directly in the temporary folder, a regular file (not a symlink)."""
+    p = Path(path)
+    return (
+        p.name.startswith("tmp")
+        and p.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+        and p.is_file()
+        and not p.is_symlink()
+    )
+
+
+def check_request_paths(request: Mapping[str, Any], roots: Sequence[str | os.PathLike | None]) -> None:
+    """Server files named by an infer request stay inside the server's folders.
+
+    MONAI Label lets a request's ``params`` name ``image`` and ``label`` as server paths (an uploaded file is saved
+    as ``<tmp>/tmp<random><suffix>``). A ``label`` sent with the request, and an ``image`` that is an existing path
+    (instead of a datastore id), must lie inside one of ``roots`` (the datastore, MONAI Label's sessions folder) or
+    be such an upload; anything else raises :class:`RequestError` naming the parameter and the path.
+    """
+    roots = [r for r in roots if r]
+    for key in ("label", "image"):
+        value = request.get(key)
+        if not value or (key == "image" and not (isinstance(value, str) and os.path.exists(value))):
+            continue  # an image id: the datastore resolves it
+        if not isinstance(value, str):
+            raise RequestError(f"{key}: expected a file, got {type(value).__name__}")
+        if not _is_upload(value):
+            check_inside(value, roots, key)
+
+
+def check_synthesis_request(request: Mapping[str, Any], methods: Sequence[str]) -> dict[str, Any]:
+    """Validate the parameters of a ``/infer/synthesis`` request before anything runs; return the keyword arguments
+    of :func:`synthesize` they give (``method``, ``samples``, ``seed``, ``slice_index``, ``fill``,
+    ``request_overrides``, and ``device`` when sent).
+
+    ``method`` must be one of ``methods`` (the served generator bundles); the numbers are integers in range, ``fill``
+    one of :data:`~monai_siamese.monailabel_app.params.FILL_CHOICES`, ``overrides`` only keys of
+    :data:`~monai_siamese.monailabel_app.params.SAMPLING_OVERRIDES` with plain JSON values.
+
+    Raises:
+        RequestError: naming the parameter (and the override key) refused.
+    """
+    out: dict[str, Any] = {"method": check_choice("method", request.get("method") or list(methods)[0], methods)}
+    p = check_params(request, SYNTHESIS_PARAMS)
+    sl = p.get("slice_index", -1)
+    out.update(
+        samples=p.get("samples", 1),
+        seed=p.get("seed", 0),
+        slice_index=None if sl < 0 else sl,
+        fill=p.get("fill", "min"),
+        request_overrides=request_overrides_of(request.get("overrides"), "synthesis"),
+    )
+    if request.get("device"):
+        out["device"] = check_device(request["device"])
+    return out
+
+
+def check_pairs_request(request: Mapping[str, Any], generators: Sequence[str]) -> dict[str, Any]:
+    """Validate the parameters of a ``/scoring/generate_pairs`` request before anything runs: ``generator`` one of
+    ``generators``, ``num_pairs`` and ``seed`` integers in range, ``overrides`` as for synthesis, ``device``.
+    ``output_dir`` is resolved by :func:`generate_pairs` inside the server's output root.
+
+    Raises:
+        RequestError: naming the parameter (and the override key) refused.
+    """
+    out: dict[str, Any] = {
+        "generator": check_choice("generator", request.get("generator") or list(generators)[0], generators)
+    }
+    p = check_params(request, PAIRS_PARAMS)
+    out.update(
+        num_pairs=p.get("num_pairs", 8),
+        seed=p.get("seed", 0),
+        request_overrides=request_overrides_of(request.get("overrides"), "synthesis"),
+    )
+    if request.get("device"):
+        out["device"] = check_device(request["device"])
+    return out
 
 
 def _run(bundle: Path, configs: Sequence[str], workflow_type: str, overrides: Mapping[str, Any]) -> Any:
-    from monai_siamese.cli import run_bundle
-
     return run_bundle(bundle, list(configs), "run", workflow_type, overrides)
 
 
@@ -159,6 +253,7 @@ def synthesize(
     fill: str = "min",
     work_dir: str | os.PathLike | None = None,
     keep_work: bool = False,
+    request_overrides: Mapping[str, Any] | str | None = None,
 ) -> dict[str, Any]:
     """Synthesise an image for ``label`` with a generator bundle and write it in ``image``'s geometry.
 
@@ -177,19 +272,29 @@ def synthesize(
         seed: base seed (sample ``k`` of slice ``m`` uses :func:`~monai_siamese.inferers.sample_seed`).
         slice_index: synthesise only this slice (index along ``slice_axis`` of the RAS-oriented volume).
         configs: bundle config files (``inference.json`` plus overrides such as ``demo.json``).
-        overrides: config overrides (network size, ``num_inference_steps``...). MedDiff-FT runs with
-            ``mask_source="real"`` (inpaint for this label, not a generated mask) and no quality filter unless
-            overridden.
+        overrides: the server's own config overrides (network size, ``ckpt_dir``...: trusted, not checked).
+            MedDiff-FT runs with ``mask_source="real"`` (inpaint for this label, not a generated mask) and no quality
+            filter unless overridden.
         fill: value of voxels not synthesised: ``min`` (the source's minimum), ``zero`` or ``source`` (the real
             image there).
         work_dir: parent of the temporary run folder.
         keep_work: keep the temporary folder (debugging).
+        request_overrides: overrides sent with a request (a JSON object or its text), applied last. Only keys of
+            :data:`~monai_siamese.monailabel_app.params.SAMPLING_OVERRIDES` with plain JSON values: anything else
+            raises :class:`RequestError` before anything is read or run.
     """
+    req = request_overrides_of(request_overrides, "synthesis")
+    samples = SYNTHESIS_PARAMS["samples"].check("samples", samples)
+    seed = SYNTHESIS_PARAMS["seed"].check("seed", seed)
+    if slice_index is not None:
+        slice_index = SYNTHESIS_PARAMS["slice_index"].check("slice_index", slice_index)
+    if fill not in FILL_CHOICES:
+        raise RequestError(f"fill must be one of {list(FILL_CHOICES)}, got {fill!r}")
     bundle = Path(bundle)
     work = Path(tempfile.mkdtemp(prefix="synth_", dir=work_dir))
     try:
         # MedDiff-FT: inpaint for this label (not a generated mask), no filter that could drop the only sample
-        over = {"mask_source": "real", "use_quality_filter": False, **dict(overrides or {})}
+        over = {"mask_source": "real", "use_quality_filter": False, **dict(overrides or {}), **req}
         if slice_index is not None:
             axis = int(over.get("slice_axis", 2))
             label = masked_label(label, int(slice_index), axis, work / "label_slice.nii.gz")
@@ -215,10 +320,8 @@ def synthesize(
             fill_value: Any = src_data.reshape(src_data.shape[:3]) if src_data.ndim > 3 else src_data
         elif fill == "zero":
             fill_value = 0.0
-        elif fill == "min":
-            fill_value = float(src_data.min())
         else:
-            raise ValueError(f"fill must be 'min', 'zero' or 'source', got {fill!r}")
+            fill_value = float(src_data.min())
         volumes, slices_used = [], set()
         for k in range(int(samples)):
             parts = []
@@ -258,13 +361,19 @@ def segment(
     configs: Sequence[str] = ("inference.json",),
     overrides: Mapping[str, Any] | None = None,
     work_dir: str | os.PathLike | None = None,
+    request_overrides: Mapping[str, Any] | str | None = None,
 ) -> dict[str, Any]:
     """Segment ``image`` with the segmentation bundle's inference workflow (every slice) and write the label in the
-    image's geometry (uint8 NIfTI)."""
+    image's geometry (uint8 NIfTI).
+
+    ``overrides`` are the server's own (trusted); ``request_overrides`` those of a request, only keys of
+    :data:`~monai_siamese.monailabel_app.params.SEGMENTATION_OVERRIDES` (checked before anything runs).
+    """
+    req = request_overrides_of(request_overrides, "segmentation")
     bundle = Path(bundle)
     work = Path(tempfile.mkdtemp(prefix="seg_", dir=work_dir))
     try:
-        over = dict(overrides or {})
+        over = {**dict(overrides or {}), **req}
         datalist = write_request_datalist(work / "datalist.json", [{"image": str(image)}])
         over.update(
             {
@@ -291,41 +400,64 @@ def segment(
 def generate_pairs(
     bundle: str | os.PathLike,
     entries: Sequence[Mapping],
-    output_dir: str | os.PathLike,
+    output_dir: str | os.PathLike | None,
     num_pairs: int,
     seed: int = 0,
     configs: Sequence[str] = ("inference.json",),
     overrides: Mapping[str, Any] | None = None,
     datastore_dir: str | os.PathLike | None = None,
+    output_root: str | os.PathLike | None = None,
+    request_overrides: Mapping[str, Any] | str | None = None,
 ) -> dict[str, Any]:
     """Write ``num_pairs`` synthetic pairs from the masks of ``entries`` (the datastore's labelled images) into
     ``output_dir`` with the bundle's :class:`~monai_siamese.data.SyntheticPairWriter` (``images/``, ``labels/``,
     ``previews/``, ``datalist.json``, ``manifest.json``), ready for the segmentation bundle's
     ``--synthetic_datalist``. ``output_dir`` must lie outside ``datastore_dir``; reruns resume.
+
+    Args:
+        output_root: the server's output folder. When given, ``output_dir`` (a request's; empty: the bundle's name)
+            is resolved inside it (relative paths are relative to it) and refused when it resolves outside
+            (:func:`~monai_siamese.monailabel_app.params.resolve_output_dir`).
+        overrides: the server's own config overrides (trusted).
+        request_overrides: overrides sent with a request: keys of
+            :data:`~monai_siamese.monailabel_app.params.SAMPLING_OVERRIDES` only, plain JSON values.
+
+    Raises:
+        RequestError: a refused request value or output folder, before anything is written or run.
     """
-    if not entries:
-        raise ValueError("no labelled image in the datastore: label some images first")
-    out = Path(output_dir).resolve()
+    req = request_overrides_of(request_overrides, "synthesis")
+    num_pairs = PAIRS_PARAMS["num_pairs"].check("num_pairs", num_pairs)
+    seed = PAIRS_PARAMS["seed"].check("seed", seed)
+    if output_root is not None:
+        out = resolve_output_dir(None if output_dir is None else str(output_dir), output_root, Path(bundle).name)
+    elif output_dir is None:
+        raise ValueError("output_dir is required without output_root")
+    else:
+        out = Path(output_dir).resolve()
     check_outside(out, datastore_dir)
+    if not entries:
+        raise RequestError("no labelled image in the datastore: label some images first")
     out.mkdir(parents=True, exist_ok=True)
-    run_dir = out.parent / f".{out.name}.request"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    datalist = write_request_datalist(run_dir / f"datalist_{uuid.uuid4().hex[:8]}.json", entries)
-    over = dict(overrides or {})
-    per_mask = max(1, -(-int(num_pairs) // len(entries)))
-    over.update(
-        {
-            "datalist": datalist,
-            "dataset_dir": str(run_dir),
-            "output_dir": str(out),
-            "mask_split": "training",
-            "samples_per_mask": per_mask,
-            "num_pairs": int(num_pairs),
-            "seed": int(seed),
-        }
-    )
-    _run(Path(bundle), configs, "infer", over)
-    Path(datalist).unlink(missing_ok=True)
+    # the request's datalist lives in a temporary folder: nothing is written outside ``out``
+    run_dir = Path(tempfile.mkdtemp(prefix="pairs_request_"))
+    try:
+        datalist = write_request_datalist(run_dir / "datalist.json", entries)
+        over = {**dict(overrides or {}), **req}
+        per_mask = max(1, -(-int(num_pairs) // len(entries)))
+        over.update(
+            {
+                "datalist": datalist,
+                "dataset_dir": str(run_dir),
+                "output_dir": str(out),
+                "mask_split": "training",
+                "samples_per_mask": per_mask,
+                "num_pairs": int(num_pairs),
+                "seed": int(seed),
+            }
+        )
+        _run(Path(bundle), configs, "infer", over)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     pairs = _read_pairs(out)
     return {
         "method": Path(bundle).name,

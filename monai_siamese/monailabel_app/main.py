@@ -10,7 +10,11 @@ Serves our bundles from local folders (nothing is downloaded from the model zoo)
 ``--conf`` keys: ``models`` (comma-separated bundle names, default ``all``), ``bundles`` (folder holding the
 bundles, default the repository's ``bundles/``), ``configs`` (extra config files on top of ``train.json`` /
 ``inference.json``, e.g. ``demo.json``), ``overrides`` (a JSON file ``{"<bundle>" or "*": {key: value}}`` of
-config overrides, e.g. a tiny network), ``output_dir`` (default folder of generated pairs, outside the datastore).
+config overrides, e.g. a tiny network: the operator's own, not checked), ``output_dir`` (the root of generated pairs,
+outside the datastore: a request's ``output_dir`` must resolve inside it).
+
+Request parameters are data, never config code: :mod:`monai_siamese.monailabel_app.params` lists the config keys a
+request's ``overrides`` may set and checks every parameter before anything runs (HTTP 400 naming it otherwise).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from pathlib import Path
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from monai_siamese.monailabel_app.core import GENERATOR_BUNDLES
+from monai_siamese.monailabel_app.core import GENERATOR_BUNDLES, check_outside, check_request_paths
 from monai_siamese.monailabel_app.tasks import (
     BundleSettings,
     BundleTrainer,
     GeneratePairs,
     SegmentationInfer,
     SynthesisInfer,
+    bad_request,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ class MonaiSiameseApp(MONAILabelApp):
     """MONAI Label app serving the monai-siamese bundles (see the module docstring)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
-        from monai_siamese.cli import bundles_dir
+        from monai_siamese.bundles import bundles_dir
 
         root = Path(conf.get("bundles") or bundles_dir()).expanduser().resolve()
         names = [n.strip() for n in conf.get("models", "all").split(",") if n.strip()]
@@ -60,7 +65,10 @@ class MonaiSiameseApp(MONAILabelApp):
         }
         studies_dir = studies.rstrip("/")
         default_out = os.path.join(os.path.dirname(os.path.abspath(studies_dir)), "synthetic_pairs")
-        self.output_dir = conf.get("output_dir") or default_out
+        # the root of every folder a batch-generation request writes (requests cannot leave it)
+        self.output_dir = str(Path(conf.get("output_dir") or default_out).expanduser().resolve())
+        if os.path.isdir(studies_dir):
+            check_outside(self.output_dir, studies_dir)
         logger.info(f"monai-siamese app: bundles {names} from {root}; generated pairs go to {self.output_dir}")
         super().__init__(
             app_dir=app_dir,
@@ -97,7 +105,12 @@ class MonaiSiameseApp(MONAILabelApp):
 
     def infer(self, request, datastore=None):
         """Synthesis requests: the image's final label from the datastore when none is sent, and the result (an
-        image, not a label) is never saved into the datastore."""
+        image, not a label) is never saved into the datastore. Server paths a request names (``label``, ``image``
+        as a path) must lie inside the datastore or the sessions folder, or be this request's upload (HTTP 400
+        otherwise)."""
+        with bad_request():
+            sessions = self.sessions()
+            check_request_paths(request, [self._datastore_dir(), sessions.store_path if sessions else None])
         if request.get("model") == "synthesis":
             request = dict(request)
             request["save_label"] = False

@@ -10,23 +10,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import monai.bundle
 import torch
+from fastapi import HTTPException
+from monailabel.config import settings as monailabel_settings
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
+from monailabel.utils.others.generic import name_to_device
 
+from monai_siamese.bundles import config_files
 from monai_siamese.monailabel_app import core
+from monai_siamese.monailabel_app.params import (
+    TRAINING_PARAMS,
+    RequestError,
+    check_device,
+    check_gpus,
+    check_name,
+    check_params,
+    request_overrides,
+)
 
 __all__ = ["BundleSettings", "BundleTrainer", "SegmentationInfer", "SynthesisInfer", "GeneratePairs"]
 
@@ -38,14 +52,28 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
-def _json_param(value: Any) -> dict:
-    if value in (None, "", {}):
-        return {}
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, Mapping):
-        raise ValueError(f"'overrides' must be a JSON object, got {value!r}")
-    return dict(value)
+@contextlib.contextmanager
+def bad_request() -> Iterator[None]:
+    """A refused request parameter (:class:`~monai_siamese.monailabel_app.params.RequestError`) becomes HTTP 400
+    with the message as ``detail``: MONAI Label's endpoints let FastAPI's ``HTTPException`` through (any other
+    exception is a bare 500). In a background task (no ``run_sync``) the task ends with status ERROR and the
+    message in its log."""
+    try:
+        yield
+    except RequestError as e:
+        logger.warning(f"request refused: {e}")
+        raise HTTPException(status_code=400, detail=str(e)) from e
+
+
+def with_device(request: Mapping[str, Any], default: str | None = None) -> dict[str, Any]:
+    """``request`` with its ``device`` (a name from MONAI Label's panel, e.g. a GPU model name, or a torch device)
+    mapped to a torch device name and checked (``cpu``, ``cuda``, ``cuda:N``)."""
+    request = dict(request)
+    device = request.get("device") or default
+    if device:
+        first = _first(device)
+        request["device"] = check_device(name_to_device(first) if isinstance(first, str) else first)
+    return request
 
 
 class BundleSettings:
@@ -65,7 +93,8 @@ class BundleSettings:
         self.overrides = dict(overrides or {})
 
     def config_files(self, base: str) -> list[str]:
-        return [base, *self.configs]
+        """Config names (in ``configs/``): the bundle's ``common.json``, ``base``, then the extra configs."""
+        return [Path(p).name for p in config_files(self.path, [base, *self.configs])]
 
     def metadata(self) -> dict:
         return json.loads((self.path / "configs" / "metadata.json").read_text())
@@ -85,7 +114,9 @@ class BundleTrainer(BundleTrainTask):
       resume from their own checkpoints (``ResumeHandler``) and write ``models/model.safetensors`` (generators)
       or ``models/model.pt`` (segmentation).
 
-    Request parameters besides MONAI Label's: ``overrides`` (a JSON object of bundle config overrides).
+    Request parameters besides MONAI Label's: ``overrides`` (a JSON object of bundle config overrides, keys of
+    :data:`~monai_siamese.monailabel_app.params.TRAINING_OVERRIDES` only). Every parameter that reaches the bundle
+    config or the trainer is checked before anything runs (:meth:`check_request`): a refused one is HTTP 400.
     """
 
     def __init__(self, settings: BundleSettings, conf: Mapping[str, str]) -> None:
@@ -107,10 +138,31 @@ class BundleTrainer(BundleTrainTask):
     def _load_checkpoint(self, model_pytorch, pretrained, train_handlers) -> None:  # noqa: D401
         """Not used: the bundles resume from their own checkpoints."""
 
+    def check_request(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate the request (MONAI Label's training parameters and ``overrides``); return it normalised (the
+        checked overrides replace ``overrides``).
+
+        Raises:
+            RequestError: naming the parameter refused.
+        """
+        request = with_device(request, "cuda" if torch.cuda.is_available() else "cpu")
+        request.update(check_params(request, TRAINING_PARAMS))
+        if request.get("gpus"):
+            request["gpus"] = check_gpus(request["gpus"])
+        uri = request.get("tracking_uri")
+        if uri and uri != monailabel_settings.MONAI_LABEL_TRACKING_URI:
+            raise RequestError("tracking_uri: where tracking writes is the server's setting, not a request's")
+        for key in ("tracking_experiment_name", "tracking_run_name"):
+            if request.get(key):
+                check_name(key, request[key])
+        request["model_filename"] = "model.pt"  # not used (see the class docstring): no request path reaches a loader
+        request["run_id"] = request.get("run_id") or "run"
+        request["overrides"] = request_overrides(request.get("overrides"), "training")
+        return request
+
     def __call__(self, request, datastore: Datastore):
-        request = dict(request)
-        request.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
-        request["device"] = _first(request["device"])
+        with bad_request():
+            request = self.check_request(request)
         self._request = request
         self._work = tempfile.mkdtemp(prefix=f"monailabel_{self.settings.name}_")
         try:
@@ -124,7 +176,7 @@ class BundleTrainer(BundleTrainTask):
         overrides.pop(self.const.key_train_handlers(), None)
         path = core.write_request_datalist(Path(self._work) / "datalist.json", train, val)
         overrides.update(self.settings.overrides)
-        overrides.update(_json_param(self._request.get("overrides")))
+        overrides.update(self._request["overrides"])  # checked in check_request
         overrides["datalist"] = path
         overrides["dataset_dir"] = self._work
         overrides["device"] = str(overrides["device"])
@@ -141,7 +193,7 @@ class BundleTrainer(BundleTrainTask):
     def run_single_gpu(self, request, overrides) -> None:
         cfg = self.settings.path / "configs"
         monai.bundle.run(
-            run_id=request.get("run_id", "run"),
+            run_id=request.get("run_id") or "run",
             init_id=None,
             final_id=None,
             meta_file=str(cfg / "metadata.json"),
@@ -175,12 +227,20 @@ class SegmentationInfer(InferTask):
     def __call__(self, request) -> tuple[str, dict]:
         if not self.model_path().is_file():
             raise FileNotFoundError(f"{self.model_path()} missing: train '{self.settings.name}' first (/train)")
-        out = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
-        over = {**self.settings.overrides, **_json_param(request.get("overrides"))}
+        with bad_request():
+            request = with_device(request)
+            req = request_overrides(request.get("overrides"), "segmentation")
+        over = dict(self.settings.overrides)
         if request.get("device"):
-            over["device"] = str(_first(request["device"]))
+            over["device"] = request["device"]
+        out = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         result = core.segment(
-            self.settings.path, request["image"], out, self.settings.config_files("inference.json"), over
+            self.settings.path,
+            request["image"],
+            out,
+            self.settings.config_files("inference.json"),
+            over,
+            request_overrides=req,
         )
         return out, {**result, "model": self.settings.name}
 
@@ -194,8 +254,10 @@ class SynthesisInfer(InferTask):
 
     Request parameters: ``method`` (generator bundle), ``samples`` (samples per label; > 1 stacks them on a
     trailing axis), ``seed``, ``slice_index`` (-1: all), ``fill`` (value outside synthesised slices: ``min``,
-    ``zero``, ``source``), ``overrides`` (JSON object of bundle config overrides, e.g. ``num_inference_steps``).
-    The result is never saved into the datastore.
+    ``zero``, ``source``), ``overrides`` (JSON object of bundle config overrides, keys of
+    :data:`~monai_siamese.monailabel_app.params.SAMPLING_OVERRIDES`, e.g. ``num_inference_steps``), all checked
+    before anything runs (:func:`~monai_siamese.monailabel_app.core.check_synthesis_request`: HTTP 400 when
+    refused). The result is never saved into the datastore.
     """
 
     def __init__(self, generators: Mapping[str, BundleSettings]) -> None:
@@ -219,32 +281,30 @@ class SynthesisInfer(InferTask):
         return bool(self.generators)
 
     def __call__(self, request) -> tuple[str, dict]:
-        method = str(_first(request.get("method") or next(iter(self.generators))))
-        if method not in self.generators:
-            raise ValueError(f"unknown method {method!r}: one of {list(self.generators)}")
+        with bad_request():
+            args = core.check_synthesis_request(with_device(request), list(self.generators))
+            label = request.get("label")
+            if not label or not os.path.exists(label):
+                raise RequestError(
+                    f"{request.get('image')}: no label (save a final label or send one with the request)"
+                )
+        method = args.pop("method")
         settings = self.generators[method]
-        label = request.get("label")
-        if not label or not os.path.exists(label):
-            raise ValueError(f"{request.get('image')}: no label (save a final label or send one with the request)")
         model = settings.path / "models" / "model.safetensors"
         if not model.is_file():
             raise FileNotFoundError(f"{model} missing: train '{method}' first (/train/{method})")
-        over = {**settings.overrides, **_json_param(request.get("overrides"))}
-        if request.get("device"):
-            over["device"] = str(_first(request["device"]))
-        sl = int(request.get("slice_index", -1))
+        over = dict(settings.overrides)
+        if "device" in args:
+            over["device"] = args.pop("device")
         out = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         result = core.synthesize(
             settings.path,
             request["image"],
             label,
             out,
-            samples=int(request.get("samples", 1)),
-            seed=int(request.get("seed", 0)),
-            slice_index=None if sl < 0 else sl,
             configs=settings.config_files("inference.json"),
             overrides=over,
-            fill=str(_first(request.get("fill", "min"))),
+            **args,
         )
         return out, result
 
@@ -257,9 +317,10 @@ class GeneratePairs(ScoringMethod):
 
     Triggered by ``POST /scoring/generate_pairs`` (``?run_sync=true`` to wait) with a JSON body of parameters:
     ``generator`` (the bundle; ``method`` is MONAI Label's name of the scoring method), ``num_pairs``, ``seed``,
-    ``output_dir`` (default: the app's ``output_dir`` conf /
-    ``<method>``), ``overrides``. The app turns MONAI Label's automatic re-scoring after label saves off, so it
-    only runs when asked.
+    ``output_dir`` (inside the app's ``output_dir`` conf, relative paths relative to it; default
+    ``<output_dir>/<generator>``; anything resolving outside it is refused), ``overrides`` (keys of
+    :data:`~monai_siamese.monailabel_app.params.SAMPLING_OVERRIDES`). The app turns MONAI Label's automatic
+    re-scoring after label saves off, so it only runs when asked.
     """
 
     def __init__(
@@ -276,25 +337,25 @@ class GeneratePairs(ScoringMethod):
         return i
 
     def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
-        # "method" names the scoring method in MONAI Label's request: the generator bundle is "generator"
-        method = str(_first(request.get("generator") or next(iter(self.generators))))
-        if method not in self.generators:
-            raise ValueError(f"unknown generator {method!r}: one of {list(self.generators)}")
-        settings = self.generators[method]
-        entries = [{"image": d["image"], "label": d["label"]} for d in datastore.datalist() if d.get("label")]
-        out = request.get("output_dir") or os.path.join(self.output_dir, method)
-        over = {**settings.overrides, **_json_param(request.get("overrides"))}
-        if request.get("device"):
-            over["device"] = str(_first(request["device"]))
-        result = core.generate_pairs(
-            settings.path,
-            entries,
-            out,
-            int(request.get("num_pairs", 8)),
-            seed=int(request.get("seed", 0)),
-            configs=settings.config_files("inference.json"),
-            overrides=over,
-            datastore_dir=self.datastore_dir(),
-        )
+        with bad_request():
+            # "method" names the scoring method in MONAI Label's request: the generator bundle is "generator"
+            args = core.check_pairs_request(with_device(request), list(self.generators))
+            settings = self.generators[args["generator"]]
+            entries = [{"image": d["image"], "label": d["label"]} for d in datastore.datalist() if d.get("label")]
+            over = dict(settings.overrides)
+            if "device" in args:
+                over["device"] = args["device"]
+            result = core.generate_pairs(
+                settings.path,
+                entries,
+                request.get("output_dir") or None,  # inside self.output_dir; default <output_dir>/<generator>
+                args["num_pairs"],
+                seed=args["seed"],
+                configs=settings.config_files("inference.json"),
+                overrides=over,
+                datastore_dir=self.datastore_dir(),
+                output_root=self.output_dir,
+                request_overrides=args["request_overrides"],
+            )
         logger.info(f"generate_pairs: {result}")
         return result

@@ -15,6 +15,6 @@ import warnings as _warnings
 _logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)
 _warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 
-from monai_siamese import data, engines, inferers, networks, transforms, utils  # noqa: E402,F401
+from monai_siamese import data, engines, inferers, masks, networks, transforms, utils  # noqa: E402,F401
 
-__all__ = ["__version__", "data", "engines", "inferers", "networks", "transforms", "utils"]
+__all__ = ["__version__", "data", "engines", "inferers", "masks", "networks", "transforms", "utils"]

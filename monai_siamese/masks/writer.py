@@ -7,6 +7,11 @@ Output folder::
     images/<name>.nii.gz     their canvases (the source image, moved with the mask for ``augmented``)
     records/<index>.json     one per mask index, written last (dropped masks too): what a rerun skips
     datalist.json            {split: [{"image", "label", "mask_source", "source_mask", "mask_params", ...}]}
+
+Each entry's ``image`` is a canvas for generators that inpaint (MedDiff-FT). For ``regime`` and ``augmented`` masks
+the canvas matches the new mask (the image moved with it); for ``generated`` and ``interpolated`` masks it is the
+first source's image unchanged, and ``canvas_label`` (absolute path) names the mask that matches it, so an inpainter
+can make the union of both foregrounds editable.
     manifest.json            the arguments, versions and counts (written, dropped, rejected draws by reason)
 
 The folder is built as ``.<name>.partial`` next to ``out_dir`` and renamed when complete: an interrupted run
@@ -188,6 +193,9 @@ def _record(sample: MaskSample, regime: Sequence[RegimeMask], name: str, seed: i
         rec["label"] = f"labels/{name}.nii.gz"
         if has_image:
             rec["image"] = f"images/{name}.nii.gz"
+            if sample.kind in (MaskSource.GENERATED.value, MaskSource.INTERPOLATED.value):
+                # the canvas is the source image unchanged: its own label is the source mask, not the new one
+                rec["canvas_label"] = first.label_path
         if sample.kind != MaskSource.INTERPOLATED.value and first.slice_index >= 0:
             rec["slice_index"] = first.slice_index
     else:

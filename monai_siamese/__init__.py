@@ -19,6 +19,6 @@ from monai_siamese.errors import install_excepthook as _install_excepthook  # no
 
 _install_excepthook()
 
-from monai_siamese import data, diffusion, engines, inferers, networks, transforms, utils  # noqa: E402,F401
+from monai_siamese import data, diffusion, engines, inferers, masks, networks, transforms, utils  # noqa: E402,F401
 
-__all__ = ["__version__", "data", "diffusion", "engines", "inferers", "networks", "transforms", "utils"]
+__all__ = ["__version__", "data", "diffusion", "engines", "inferers", "masks", "networks", "transforms", "utils"]

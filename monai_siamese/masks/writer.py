@@ -39,7 +39,8 @@ from monai_siamese.data.datalist import load_datalist, read_datalist_file, write
 from monai_siamese.data.labels import LabelMapd
 from monai_siamese.data.pipeline import OrientVolumed
 from monai_siamese.data.slicing import iter_slices
-from monai_siamese.data.writer import save_nifti, slice_name
+from monai_siamese.data.io import save_nifti
+from monai_siamese.data.writer import slice_name
 from monai_siamese.masks.base import BaseMaskSource, MaskSample, MaskSource, MaskSourceError, RegimeMask
 from monai_siamese.masks.sources import build_mask_source, parse_mask_source
 from monai_siamese.utils import atomic_write_json, versions

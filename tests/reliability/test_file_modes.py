@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from monai_siamese.data import SyntheticPairWriter
-from monai_siamese.data.writer import save_nifti
+from monai_siamese.data.io import save_nifti
 from monai_siamese.utils import (
     ATOMIC_PREFIX,
     atomic_path,

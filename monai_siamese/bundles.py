@@ -33,6 +33,7 @@ __all__ = [
     "generator_properties_path",
     "discover_generators",
     "check_bundle",
+    "missing_properties",
     "run_bundle",
 ]
 
@@ -175,6 +176,26 @@ def check_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train.jso
     missing = [c for c in configs if not (bundle_path(bundle) / "configs" / c).is_file()]
     if missing:
         raise FileNotFoundError(f"{bundle}: bundle lacks configs/{', configs/'.join(missing)}")
+
+
+def missing_properties(
+    bundle: str | os.PathLike,
+    workflow_type: str = "train",
+    configs: Sequence[str] | None = None,
+    properties: str | os.PathLike | None = None,
+) -> list[str]:
+    """The properties of ``workflow_type`` (``train`` or ``infer``) in the properties file (default
+    :func:`generator_properties_path`) whose config id the bundle's merged configs lack: ``[]`` when the bundle keeps
+    the contract. Only the ids are looked up (nothing is instantiated), so this is cheap enough for every bundle."""
+    import json
+
+    props = json.loads(Path(properties or generator_properties_path()).read_text())
+    wanted = {**props.get(workflow_type, {}), **props.get("meta", {})}
+    if configs is None:
+        configs = ["train.json"] if workflow_type == "train" else ["inference.json"]
+    parser = read_config(bundle, configs)
+    parser.read_meta(str(bundle_path(bundle) / "configs" / "metadata.json"))
+    return [name for name, p in wanted.items() if p.get("required") and p["id"] not in parser]
 
 
 def run_bundle(

@@ -31,12 +31,10 @@ from monai.networks.schedulers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monai_siamese.engines.siamese import SiameseDiffusionLoss, make_image_hint  # noqa: E402
-from monai_siamese.networks.siamese import (  # noqa: E402
-    SiameseDiffusionNetwork,
-    diffusion_target,
-    predict_x0,
-)
+from monai_siamese.diffusion import diffusion_target, predict_x0  # noqa: E402
+from monai_siamese.engines.siamese import SiameseDiffusionLoss  # noqa: E402
+from monai_siamese.inferers import make_image_hint  # noqa: E402
+from monai_siamese.networks import SiameseDiffusionNetwork  # noqa: E402
 
 PHASES = {"early": 0.1, "late": 0.5}  # fraction of training done (= w_i)
 
@@ -141,7 +139,7 @@ def ours_forward(
     """Our step (what ``SiameseDiffusionTrainer`` runs): no copies, shared encoder, detached parameters for UNet_sg,
     online augmentation only for the selected samples. Returns the loss."""
     out = net(images, noise, t, mask_hint, image_hint, image_weight, (t <= oa_max_t) if oa_active else None)
-    return SiameseDiffusionLoss()(out, diffusion_target(net.scheduler, images, noise, t, net.prediction_type))["loss"]
+    return SiameseDiffusionLoss()(out, diffusion_target(net.scheduler, images, noise, t, net.prediction_type))
 
 
 def _sync(device: torch.device) -> None:

@@ -10,8 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES = REPO / "bundles"
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,9 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray | None = None) -> str:
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ def pair_load_transform(
     image_key: str = "image",
     label_key: str = "label",
     grey: bool = True,
+    extra_label_keys: Sequence[str] = (),
 ) -> Compose:
     """Load an image/label pair (NIfTI, DICOM series folder, PNG/JPG/TIFF) channel-first, map the label to
     classes, and scale the image to [-1, 1] with a preset.
@@ -66,14 +67,17 @@ def pair_load_transform(
         image_key: image key.
         label_key: label key.
         grey: for the ``grey`` preset, average colour channels of 2D images into one.
+        extra_label_keys: further label keys loaded and mapped like ``label_key`` when an entry has them (e.g.
+            ``canvas_label``, the mask matching an inpainting canvas).
     """
-    keys = [image_key, label_key]
+    label_keys = [label_key, *extra_label_keys]
+    keys = [image_key, *label_keys]
     xforms: list = [LoadImaged(keys, image_only=True, ensure_channel_first=True, allow_missing_keys=True)]
     if axcodes:
         xforms.append(OrientVolumed(keys, axcodes=axcodes))
     xforms.append(
         LabelMapd(
-            label_key,
+            label_keys,
             num_classes=num_classes,
             mapping=label_mapping,
             threshold=label_threshold,
@@ -106,6 +110,7 @@ def fit_slice_transform(
     image_key: str = "image",
     label_key: str = "label",
     keep_aspect: bool = True,
+    extra_label_keys: Sequence[str] = (),
 ) -> Compose:
     """Fit a 2D slice to the model size: resize (longest side, keeping the aspect ratio) and pad with the
     background value (-1 for images, 0 for labels). MONAI updates the affine, so geometry stays true.
@@ -115,8 +120,10 @@ def fit_slice_transform(
         image_key: image key.
         label_key: label key.
         keep_aspect: resize the longest side and pad (True) or stretch to the size (False).
+        extra_label_keys: further label keys fitted like ``label_key`` when present.
     """
     size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(spatial_size)
+    label_key = [label_key, *extra_label_keys]
     if keep_aspect:
         return Compose(
             [

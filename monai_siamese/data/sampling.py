@@ -78,8 +78,9 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         return sum(self.per_batch)
 
     def __len__(self) -> int:
-        """Batches per pass over the largest share (what one epoch would be)."""
-        return max(math.ceil(n / k) for n, k in zip(self.sizes, self.per_batch) if k > 0)
+        """Batches per pass over the first part that has slots (the real items: what one epoch would be)."""
+        n, k = next((n, k) for n, k in zip(self.sizes, self.per_batch) if k > 0)
+        return math.ceil(n / k)
 
     def set_position(self, position: int) -> None:
         """Start the next iteration at batch ``position`` (the number of batches a resumed run already used)."""

@@ -47,12 +47,18 @@ class SamplerType(str, Enum):
 _FLOW_SAMPLERS = (SamplerType.EULER,)
 
 
+def _option(enum: type[Enum], value: Enum | str) -> Any:
+    """``enum`` member of ``value`` (a member, or its value in any case): ``str()`` of a str-Enum member is its
+    qualified name, not its value, so it is never used to convert."""
+    return value if isinstance(value, enum) else enum(str(value.value if isinstance(value, Enum) else value).lower())
+
+
 def prediction_for(objective: Objective | str, prediction_type: PredictionType | str = "epsilon") -> str:
     """The network's prediction under ``objective``: ``prediction_type`` for DDPM, the flow velocity for
     rectified flow."""
-    if Objective(str(objective).lower()) == Objective.RFLOW:
+    if _option(Objective, objective) == Objective.RFLOW:
         return PredictionType.FLOW.value
-    ptype = PredictionType(str(prediction_type).lower())
+    ptype = _option(PredictionType, prediction_type)
     if ptype == PredictionType.FLOW:
         raise ValueError("prediction_type 'flow' needs objective 'rflow'")
     return ptype.value
@@ -85,7 +91,7 @@ def make_noise_scheduler(
         base_img_size_numel: image size with no shift.
         kwargs: further arguments of the scheduler class.
     """
-    if Objective(str(objective).lower()) == Objective.RFLOW:
+    if _option(Objective, objective) == Objective.RFLOW:
         return RFlowScheduler(
             num_train_timesteps=num_train_timesteps,
             use_discrete_timesteps=False,
@@ -118,8 +124,9 @@ def make_scheduler(
         prediction_type: the model's prediction (``flow`` for a rectified-flow model).
         kwargs: further arguments of the scheduler class.
     """
-    kind = SamplerType(sampler.value if isinstance(sampler, SamplerType) else str(sampler).lower())
-    flow = PredictionType(str(prediction_type)) == PredictionType.FLOW
+    kind = _option(SamplerType, sampler)
+    ptype = _option(PredictionType, prediction_type)
+    flow = ptype == PredictionType.FLOW
     if flow != (kind in _FLOW_SAMPLERS):
         model = "a rectified-flow" if flow else "a DDPM-trained"
         valid = [s.value for s in SamplerType if (s in _FLOW_SAMPLERS) == flow]
@@ -131,7 +138,7 @@ def make_scheduler(
         SamplerType.DDPM: DDPMScheduler,
         SamplerType.DPMPP_2M: DPMSolverMultistepScheduler,
     }[kind]
-    return cls(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=prediction_type, **kwargs)
+    return cls(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=ptype.value, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)

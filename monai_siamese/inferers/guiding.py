@@ -158,7 +158,8 @@ class InpaintJobs:
         out = []
         for item, seed in zip(items, seeds):
             d = dict(item)
-            d["canvas_label"] = d["label"]
+            if d.get("canvas_label") is None:  # a canvas without its own mask: the item's label is both
+                d["canvas_label"] = d["label"]
             d["mask_generated"] = False
             if self.mask_generator is not None:
                 self.mask_generator.set_random_state(seed=int(seed) % (2**32))

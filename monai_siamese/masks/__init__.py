@@ -32,7 +32,13 @@ from monai_siamese.masks.sources import (
     build_mask_source,
     parse_mask_source,
 )
-from monai_siamese.masks.writer import MaskDatalist, context_mask_source, load_regime_masks, write_mask_datalist
+from monai_siamese.masks.writer import (
+    MaskDatalist,
+    conditioning_entries,
+    context_mask_source,
+    load_regime_masks,
+    write_mask_datalist,
+)
 
 __all__ = [
     "AlignMode",
@@ -42,6 +48,7 @@ __all__ = [
     "GeometricParams",
     "InterpolatedMaskSource",
     "MaskDatalist",
+    "conditioning_entries",
     "MaskSample",
     "MaskSource",
     "MaskSourceError",

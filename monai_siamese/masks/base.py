@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from monai_siamese.errors import InputError
 from monai_siamese.transforms.mask_generator import MaskStatistics
 
 __all__ = [
@@ -39,7 +40,7 @@ class MaskSource(str, Enum):
     INTERPOLATED = "interpolated"  # shape interpolation between two of them (blended signed distances)
 
 
-class MaskSourceError(RuntimeError):
+class MaskSourceError(InputError, RuntimeError):
     """A mask source cannot give a single usable mask for a regime (too few masks, or every try implausible).
 
     Args:

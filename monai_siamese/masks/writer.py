@@ -36,10 +36,10 @@ import torch
 from monai.transforms import Compose, LoadImaged
 
 from monai_siamese.data.datalist import load_datalist, read_datalist_file, write_datalist
+from monai_siamese.data.io import save_nifti
 from monai_siamese.data.labels import LabelMapd
 from monai_siamese.data.pipeline import OrientVolumed
 from monai_siamese.data.slicing import iter_slices
-from monai_siamese.data.io import save_nifti
 from monai_siamese.data.writer import slice_name
 from monai_siamese.masks.base import BaseMaskSource, MaskSample, MaskSource, MaskSourceError, RegimeMask
 from monai_siamese.masks.sources import build_mask_source, parse_mask_source
@@ -426,3 +426,69 @@ def context_mask_source(
         return res.datalist, res.split
 
     return _write
+
+
+def conditioning_entries(
+    source: str | MaskSource | Mapping[str, float],
+    datalist: str | os.PathLike,
+    split: str = "training",
+    dataset_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    num_masks: int | None = None,
+    masks_per_real: int = 8,
+    seed: int = 0,
+    num_classes: int | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    num_regime: int | None = None,
+    **kwargs: Any,
+) -> list[dict]:
+    """The conditioning entries of a generator's sampling run (the bundles' ``mask_datalist``): for ``regime``, the
+    ``split`` entries of ``datalist`` as they are; for any other source, the masks it makes from those entries only
+    (``num_masks``, default ``masks_per_real`` per regime mask), written to ``out_dir`` by
+    :func:`write_mask_datalist` and read back (entries with a canvas ``image`` and, where it differs from the new
+    mask, a ``canvas_label``).
+
+    Args:
+        source: mask source name or mixture.
+        datalist: the regime datalist.
+        split: its split holding the regime's masks.
+        dataset_dir: base folder of its relative paths.
+        out_dir: folder of the written masks (required for sources other than ``regime``).
+        num_masks: masks to make (None: ``masks_per_real`` times the regime's masks).
+        masks_per_real: see ``num_masks``.
+        seed: seed of the masks.
+        num_classes: classes including background.
+        options: per source, constructor arguments.
+        num_regime: use only this many regime entries, drawn with ``seed`` (``select_entries``; e.g. MedDiff-FT's
+            ``num_real_pairs``); the selection is written to ``out_dir/regime.json`` for the source to read.
+        kwargs: further arguments of :func:`write_mask_datalist` (label mapping, slicing).
+    """
+    from monai_siamese.data.datalist import select_entries
+
+    entries = load_datalist(datalist, split, dataset_dir)
+    if num_regime is not None and num_regime < len(entries):
+        entries = select_entries(entries, num_regime, seed)
+        if out_dir is not None:
+            datalist, split, dataset_dir = (
+                write_datalist(Path(out_dir).parent / f"{Path(out_dir).name}_regime.json", {split: entries}, False),
+                split,
+                None,
+            )
+    if set(parse_mask_source(source)) == {MaskSource.REGIME}:
+        return entries
+    if out_dir is None:
+        raise ValueError(f"mask source {source!r} writes masks: give out_dir")
+    n = int(num_masks) if num_masks is not None else int(masks_per_real) * len(entries)
+    res = write_mask_datalist(
+        source,
+        datalist,
+        out_dir,
+        num_masks=n,
+        seed=seed,
+        num_classes=num_classes,
+        regime_split=split,
+        dataset_dir=dataset_dir,
+        options=options,
+        **kwargs,
+    )
+    return load_datalist(res.datalist, res.split)

@@ -9,7 +9,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLES
+from helpers import BUNDLES
 from monai.bundle import ConfigWorkflow
 
 from monai_siamese.networks import load_state_dict_file

@@ -8,9 +8,9 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLES
+from helpers import BUNDLES
 
-from monai_siamese.cli import run_bundle
+from monai_siamese.bundles import run_bundle
 
 SGD = BUNDLES / "seg_guided_diffusion"
 MFT = BUNDLES / "meddiff_ft"
@@ -89,10 +89,12 @@ def test_finetune_and_generate(tmp_path, demo_dir, pretrained):
     entries = json.loads((out / "datalist.json").read_text())["training"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(entries) == 6 and manifest["counts"]["pairs_total"] == 6 and manifest["method"] == "meddiff_ft"
-    assert manifest["counts"]["generated_this_run"] == 6 and manifest["counts"]["masks"] == 4
-    canvases = {e["source_image"] for e in entries}
-    assert len(canvases) == 4  # round robin over the 4 real pairs
-    assert any(e["mask_generated"] for e in entries)
+    assert manifest["counts"]["generated_this_run"] == 6 and manifest["config"]["mask_source"] == "generated"
+    masks = json.loads((out / "masks" / "datalist.json").read_text())["training"]
+    assert {m["mask_source"] for m in masks} == {"generated"}  # new masks from the 4 real ones (shared layer)
+    assert len({m["source_mask"] for m in masks}) == 4
+    regime = {m["source_mask"]: nib.load(m["source_mask"]).get_fdata() for m in masks}
+    assert any(not np.array_equal(nib.load(m["label"]).get_fdata(), regime[m["source_mask"]]) for m in masks)
     for e in entries:
         lab = nib.load(str(out / e["label"])).get_fdata()
         img = nib.load(str(out / e["image"]))
@@ -141,7 +143,7 @@ def test_quality_filter_counts_rejections(tmp_path, demo_dir, pretrained):
         "num_real_pairs": 4,
         "output_dir": str(out),
         "num_pairs": 4,
-        "max_samples_per_canvas": 2,
+        "masks_per_real": 2,
         "num_inference_steps": 2,
         "batch_size": 8,
         "quality_tests": ["intensity"],

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BUNDLES
+from helpers import BUNDLES
 
 SCHEMA = BUNDLES / "metadata_schema.json"
 BUNDLE_NAMES = sorted(p.parent.parent.name for p in BUNDLES.glob("*/configs/metadata.json"))

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, REPO
+from helpers import BUNDLES, REPO
 from monai.bundle import ConfigWorkflow
 from sd_tiny import make_tiny_stable_diffusion
 

@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES
+from helpers import BUNDLES
 from monai.bundle import ConfigWorkflow
 
-from monai_siamese.cli import run_bundle
+from monai_siamese.bundles import config_files, run_bundle
 from monai_siamese.data import SyntheticPairWriter, load_datalist
 
 BUNDLE = BUNDLES / "segmentation"
@@ -58,32 +57,9 @@ def synthetic_datalist(demo_dir, tmp_path_factory) -> str:
     return writer.finalize()["datalist"]
 
 
-def test_train_then_predict_nifti_with_geometry(tmp_path, demo_dir):
-    run_bundle(BUNDLE, ["train.json"], "training", "train", {**TINY, **_dirs(tmp_path, demo_dir)})
-    models = tmp_path / "models"
-    for name in ("model.pt", "model_final.pt", "checkpoint_final.pt"):
-        assert (models / name).is_file(), name
-    assert list((tmp_path / "logs").glob("events.out.tfevents*"))
-    infer = {
-        **{k: v for k, v in TINY.items() if k.startswith("network_def") or k == "spatial_size"},
-        "dataset_dir": demo_dir,
-        "ckpt_dir": str(models),
-        "output_dir": str(tmp_path / "pred"),
-    }
-    run_bundle(BUNDLE, ["inference.json"], "inference", "infer", infer)
-    test = load_datalist(os.path.join(demo_dir, "datalist.json"), "test")
-    preds = sorted((tmp_path / "pred").glob("*_seg.nii.gz"))
-    assert len(preds) == len(test)
-    src = nib.load(test[0]["label"])
-    pred = nib.load(str(tmp_path / "pred" / (Path(test[0]["image"]).name.replace(".nii.gz", "_seg.nii.gz"))))
-    # predicted at 32 x 32, inverted back onto the source slice's 128 x 128 grid and geometry
-    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4)
-    assert set(np.unique(pred.get_fdata())) <= {0, 1, 2, 3}
-
-
 def _workflow(tmp_path, demo_dir, **extra) -> ConfigWorkflow:
     wf = ConfigWorkflow(
-        config_file=[str(BUNDLE / "configs" / "train.json")],
+        config_file=config_files(BUNDLE, ["train.json"]),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type="train",
@@ -183,7 +159,7 @@ def test_bad_synthetic_file_fails_before_training(tmp_path, demo_dir, synthetic_
 
 
 def test_ddp_two_cpu_processes(tmp_path, demo_dir, synthetic_datalist):
-    cfg = [str(BUNDLE / "configs" / f) for f in ("train.json", "multi_gpu_train.json")]
+    cfg = config_files(BUNDLE, ["train.json", "multi_gpu_train.json"])
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle",
             "run", "training", "--config_file", str(cfg)]  # fmt: skip
     over = {**TINY, **_dirs(tmp_path, demo_dir), "bundle_root": str(BUNDLE), "synthetic_datalist": synthetic_datalist}

@@ -6,16 +6,22 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from monai_siamese.data import MixedBatchSampler, load_synthetic_datalists, synthetic_per_batch, tag_entries
 from monai_siamese.data.datalist import DatalistError
 
 
+def _batches(sampler, n):
+    it = iter(sampler)
+    return [[i for i, _ in next(it)] for _ in range(n)]
+
+
 @pytest.mark.parametrize("ratio,expected", [(0.0, 0), (0.25, 2), (0.5, 4), (1.0, 8)])
 def test_every_batch_has_the_same_number_of_synthetic_items(ratio, expected):
     sampler = MixedBatchSampler(num_real=10, num_synthetic=7, batch_size=8, synthetic_ratio=ratio, seed=3)
-    batches = list(sampler) + list(sampler)  # two passes: the streams continue
-    assert batches and all(len(b) == 8 for b in batches)
+    batches = _batches(sampler, 6)  # an endless stream: several passes over both parts
+    assert all(len(b) == 8 for b in batches)
     assert all(sum(i >= 10 for i in b) == expected for b in batches)
     assert all(0 <= i < 17 for b in batches for i in b)
 
@@ -23,20 +29,48 @@ def test_every_batch_has_the_same_number_of_synthetic_items(ratio, expected):
 def test_streams_cover_items_evenly_and_are_deterministic():
     a = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=1)
     assert len(a) == 4  # one pass over the real items: 12 / 3 real per batch
-    idx = [i for _ in range(3) for b in a for i in b]
+    idx = [i for b in _batches(a, 12) for i in b]
     real = Counter(i for i in idx if i < 12)
     assert set(real) == set(range(12)) and set(real.values()) == {3}  # three passes, each item once per pass
     syn = Counter(i for i in idx if i >= 12)
     assert set(syn) == set(range(12, 17)) and max(syn.values()) - min(syn.values()) <= 1
     b = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=1)
-    assert [i for _ in range(3) for bb in b for i in bb] == idx
+    assert [i for bb in _batches(b, 12) for i in bb] == idx
     c = MixedBatchSampler(num_real=12, num_synthetic=5, batch_size=4, synthetic_ratio=0.25, seed=2)
-    assert [i for _ in range(3) for bb in c for i in bb] != idx
+    assert [i for bb in _batches(c, 12) for i in bb] != idx
+
+
+def test_resumed_stream_continues_with_the_same_batches_and_item_seeds():
+    """Batch b depends only on (seed, rank, b): a sampler moved to position 5 gives what the uninterrupted one gives
+    from its 6th batch on, item seeds included; the real batches do not depend on the synthetic share."""
+    full = MixedBatchSampler(num_real=9, num_synthetic=4, batch_size=4, synthetic_ratio=0.25, seed=7)
+    it = iter(full)
+    first = [next(it) for _ in range(8)]
+    resumed = MixedBatchSampler(num_real=9, num_synthetic=4, batch_size=4, synthetic_ratio=0.25, seed=7)
+    resumed.set_position(5)
+    it = iter(resumed)
+    assert [next(it) for _ in range(3)] == first[5:]
+    seeds = [s for b in first for _, s in b]
+    assert len(set(seeds)) == len(seeds)  # every item access has its own augmentation seed
+    other_rank = MixedBatchSampler(num_real=9, num_synthetic=4, batch_size=4, synthetic_ratio=0.25, seed=7, rank=1)
+    assert next(iter(other_rank)) != first[0]
 
 
 def test_no_synthetic_data_means_plain_real_batches():
     s = MixedBatchSampler(num_real=6, num_synthetic=0, batch_size=4, synthetic_ratio=0.5)
-    assert s.n_synthetic == 0 and s.n_real == 4 and all(max(b) < 6 for b in s)
+    assert s.n_synthetic == 0 and s.n_real == 4 and all(max(b) < 6 for b in _batches(s, 3))
+
+
+def test_seeded_dataset_applies_the_item_seed():
+    from monai.transforms import Compose, RandGaussianNoised
+
+    from monai_siamese.data import SeededDataset
+
+    base = [{"image": torch.zeros(1, 4, 4)} for _ in range(3)]
+    ds = SeededDataset(base, Compose([RandGaussianNoised("image", prob=1.0)]))
+    a, b, c = ds[(1, 11)]["image"], ds[(1, 11)]["image"], ds[(1, 12)]["image"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(base[1]["image"], torch.zeros(1, 4, 4))  # the cached item is not changed
 
 
 def test_invalid_ratios_fail_clearly():

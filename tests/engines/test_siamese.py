@@ -1,5 +1,6 @@
 """Siamese-Diffusion objective: gradient flow of each term on tiny networks, online-augmentation gating, the image
-weight ramp, the trainer's iteration and equality with a deep-copying reference step."""
+weight ramp on the stock SupervisedTrainer (inferer + schedule handler) and equality with a deep-copying reference
+step."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
 from monai_siamese.engines import GradientClipHandler
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from monai_siamese.engines.siamese import SiameseDiffusionLoss, SiameseDiffusionTrainer, make_image_hint
-from monai_siamese.networks import SiameseDiffusionNetwork, diffusion_target, predict_x0
+from monai_siamese.diffusion import diffusion_target, predict_x0
+from monai_siamese.engines.siamese import SiameseDiffusionLoss, SiameseScheduleHandler
+from monai_siamese.inferers import SiameseDiffusionInferer, make_image_hint
+from monai_siamese.networks import SiameseDiffusionNetwork
 
 ARCH = {"channels": (8, 16), "attention_levels": (False, False), "num_res_blocks": 1, "norm_num_groups": 8}
 C = 4  # mask classes = hint channels
@@ -63,7 +67,7 @@ def run(net, batch, w_i=1.0, oa=False, **weights):
         (batch["t"] <= 200) if oa else None,
     )
     target = diffusion_target(net.scheduler, batch["images"], batch["noise"], batch["t"], net.prediction_type)
-    return out, SiameseDiffusionLoss(**weights)(out, target)
+    return out, SiameseDiffusionLoss(**weights).terms(out, target)
 
 
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -184,33 +188,44 @@ class FixedTimesteps(ConditionalDiffusionPrepareBatch):
         return self.t.to(images.device)
 
 
-def _trainer(net, t, max_steps=30, **kw):
+def _trainer(net, t, max_steps=30, loss=None, **kw):
     b = make_batch(t=t)
     data = [{"image": b["images"], "cond": b["cond"]}]
-    return (
-        SiameseDiffusionTrainer(
-            device="cpu",
-            max_epochs=1,
-            train_data_loader=data,
-            network=net,
-            optimizer=torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.0),
-            epoch_length=1,
-            prepare_batch=FixedTimesteps(t),
-            max_steps=max_steps,
-            **kw,
-        ),
-        data[0],
+    loss = loss if loss is not None else SiameseDiffusionLoss()
+    inferer = SiameseDiffusionInferer(image_branch=True)
+    schedule = SiameseScheduleHandler(inferer, loss, max_steps=max_steps)
+    trainer = SupervisedTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.0),
+        loss_function=loss,
+        inferer=inferer,
+        epoch_length=1,
+        prepare_batch=FixedTimesteps(t),
+        train_handlers=[schedule],
+        decollate=False,
+        **kw,
     )
+    return trainer, data[0], schedule
 
 
-def test_trainer_gates_online_augmentation_and_ramps_image_weight():
+def _step(trainer, schedule, batch, iteration):
+    trainer.state.iteration = iteration
+    schedule.schedule(trainer)
+    out = trainer._iteration(trainer, batch)
+    trainer.state.output = out
+    schedule.report(trainer)
+    return {k: (float(v) if isinstance(v, torch.Tensor) and v.ndim == 0 else v) for k, v in out.items()}
+
+
+def test_schedule_gates_online_augmentation_and_ramps_image_weight():
     net = make_net("decoder")
-    trainer, batch = _trainer(net, t=(10, 20, 300, 900))
+    trainer, batch, schedule = _trainer(net, t=(10, 20, 300, 900))
     outputs = {}
     for it in (1, 10, 11, 12, 30):  # oa_start 1/3 of 30 steps: global_step > 10, i.e. iteration >= 12
-        trainer.state.iteration = it
-        out = trainer._iteration(trainer, batch)
-        outputs[it] = {k: (float(v) if isinstance(v, torch.Tensor) and v.ndim == 0 else v) for k, v in out.items()}
+        outputs[it] = _step(trainer, schedule, batch, it)
     assert outputs[1]["image_weight"] == 0.0 and outputs[30]["image_weight"] == pytest.approx(29 / 30)
     assert outputs[11]["image_weight"] == pytest.approx(10 / 30)
     for it in (1, 10, 11):
@@ -219,47 +234,43 @@ def test_trainer_gates_online_augmentation_and_ramps_image_weight():
     for k in ("loss", "loss_mask", "loss_img", "loss_nc"):
         assert outputs[30][k] > 0
     # every sample with t > 200: no augmentation even late in training
-    late, batch = _trainer(make_net("decoder"), t=(201, 500, 700, 999))
-    late.state.iteration = 30
-    out = late._iteration(late, batch)
-    assert float(out["loss_oa"]) == 0.0 and out["oa_samples"] == 0
+    late, batch, schedule = _trainer(make_net("decoder"), t=(201, 500, 700, 999))
+    out = _step(late, schedule, batch, 30)
+    assert out["loss_oa"] == 0.0 and out["oa_samples"] == 0
     # oa_weight 0 turns the term (and its pass) off
-    off, batch = _trainer(make_net("decoder"), t=(10, 20, 300, 900), loss_function=SiameseDiffusionLoss(oa_weight=0))
-    off.state.iteration = 30
-    out = off._iteration(off, batch)
-    assert float(out["loss_oa"]) == 0.0 and out["oa_samples"] == 0
+    off, batch, schedule = _trainer(make_net("decoder"), t=(10, 20, 300, 900), loss=SiameseDiffusionLoss(oa_weight=0))
+    out = _step(off, schedule, batch, 30)
+    assert out["loss_oa"] == 0.0 and out["oa_samples"] == 0
 
 
-def test_trainer_runs_handlers_and_updates_weights():
+def test_stock_trainer_runs_handlers_and_updates_weights():
     net = make_net("decoder")
     b = make_batch()
     data = [{"image": b["images"], "cond": b["cond"]}] * 3
     before = {k: v.clone() for k, v in net.state_dict().items()}
     clip = GradientClipHandler(max_norm=0.5)
     fired = []
-    trainer = SiameseDiffusionTrainer(
+    loss, inferer = SiameseDiffusionLoss(), SiameseDiffusionInferer()
+    trainer = SupervisedTrainer(
         device="cpu",
         max_epochs=1,
         train_data_loader=data,
         network=net,
         optimizer=torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3),
-        train_handlers=[clip],
+        loss_function=loss,
+        inferer=inferer,
+        prepare_batch=ConditionalDiffusionPrepareBatch(1000, condition_name="cond", scheduler=net.scheduler),
+        train_handlers=[clip, SiameseScheduleHandler(inferer, loss)],
+        decollate=False,
     )
     trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, lambda e: fired.append(e.state.iteration))
     trainer.run()
     assert fired == [1, 2, 3] and float(trainer.state.grad_norm) > 0
+    assert trainer.state.output["image_weight"] == pytest.approx(2 / 3)
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("controlnet.") for k in changed) and any(k.startswith("unet.up_blocks") for k in changed)
     assert not any(k.startswith(("unet.down_blocks", "unet.middle_block", "unet.conv_in")) for k in changed)
-    with pytest.raises(TypeError, match="SiameseDiffusionNetwork"):
-        SiameseDiffusionTrainer(
-            device="cpu",
-            max_epochs=1,
-            train_data_loader=data,
-            network=net.unet,
-            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-        )
 
 
 def test_image_hint_channels():

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLES, REPO
+from helpers import BUNDLES, REPO
 from helpers import write_nifti
 
 from monai_siamese.data import load_datalist

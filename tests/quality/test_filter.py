@@ -76,7 +76,7 @@ def test_filter_resizes_to_the_segmenter_size():
 
 def test_build_quality_filter_loads_a_segmenter_by_path(tmp_path):
     """A segmentation checkpoint path turns on the faithfulness and outlier tests (features from its encoder)."""
-    from conftest import BUNDLES
+    from helpers import BUNDLES
     from monai.networks.nets import UNet
 
     from monai_siamese.networks import save_weights

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import BUNDLES
+from helpers import BUNDLES
 from monai.networks.nets import SegResNet, UNet
 
 from monai_siamese.networks import save_weights

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
-from monai_siamese.diffusion import DPMSolverMultistepScheduler, make_scheduler
+from monai_siamese.diffusion import DPMSolverMultistepScheduler, SamplerType, make_scheduler
+from monai_siamese.bundles import config_files
 from monai_siamese.inferers import ConditionalSampler
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
 MU, STD = 0.1, 0.3  # data x0 ~ N(MU, STD^2) per pixel
 
 
@@ -92,20 +94,27 @@ def test_dpm_solver_prediction_types_agree_with_epsilon(prediction_type):
 
 
 def test_make_scheduler_and_sampler_by_name():
+    assert isinstance(make_scheduler(SamplerType.DDIM), DDIMScheduler)  # the enum itself, not only its value
+    assert isinstance(make_scheduler(SamplerType.DPMPP_2M), DPMSolverMultistepScheduler)
     assert isinstance(make_scheduler("ddim"), DDIMScheduler)
     assert isinstance(make_scheduler("DDPM"), DDPMScheduler)
     dpm = make_scheduler("dpmpp_2m", prediction_type="v_prediction", timestep_spacing="linspace")
     assert isinstance(dpm, DPMSolverMultistepScheduler) and dpm.prediction_type == "v_prediction"
     assert isinstance(ConditionalSampler("dpmpp_2m").scheduler, DPMSolverMultistepScheduler)
     assert isinstance(ConditionalSampler().scheduler, DDIMScheduler)
-    with pytest.raises(ValueError):
+    assert isinstance(make_scheduler("euler", prediction_type="flow"), RFlowScheduler)
+    with pytest.raises(ValueError, match="rectified-flow"):
+        make_scheduler("ddim", prediction_type="flow")
+    with pytest.raises(ValueError, match="DDPM-trained"):
         make_scheduler("euler")
+    with pytest.raises(ValueError):
+        make_scheduler("heun")
 
 
 @pytest.mark.parametrize("bundle", ["seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"])
 def test_inference_json_sampler_key(bundle):
     for name, cls in (("ddim", DDIMScheduler), ("dpmpp_2m", DPMSolverMultistepScheduler)):
         parser = ConfigParser()
-        parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
+        parser.read_config(config_files(BUNDLES / bundle, ["inference.json"]))
         parser["sampler"] = name
         assert isinstance(parser.get_parsed_content("scheduler"), cls)

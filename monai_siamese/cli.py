@@ -15,7 +15,7 @@ from monai_siamese.evaluation.config import CLI_OPTIONS
 __all__ = ["main", "build_parser"]
 
 def _split_list(text: str, kind: str) -> list:
-    items = [v for v in text.replace(" ", "").split(",") if v]
+    items = [v for v in text.replace(" ", "").split(";" if kind == "sources" else ",") if v]
     return [int(v) for v in items] if kind == "ints" else items
 
 

@@ -1,10 +1,11 @@
-"""Settings of the downstream evaluation: presets (``demo``, ``full``, ``micro``), generator discovery and the
-sources of the masks that condition synthetic images."""
+"""Settings of the downstream evaluation: presets (``demo``, ``full``, ``micro``) and the arms they compare (each
+generator with each mask source and each selection of its pairs)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -13,11 +14,11 @@ __all__ = [
     "REAL_ARM",
     "CLI_OPTIONS",
     "Preset",
-    "MaskSource",
-    "MaskContext",
+    "Selection",
+    "Arm",
     "EvaluationConfig",
-    "register_mask_source",
-    "mask_source",
+    "source_tag",
+    "synthetic_arms",
     "preset_config",
 ]
 
@@ -40,7 +41,9 @@ CLI_OPTIONS = (
     ("gen_iterations", int, "generator training iterations"),
     ("synthetic_ratio", float, "synthetic fraction of every batch"),
     ("samples_per_mask", int, "synthetic samples per conditioning mask"),
-    ("mask_source", str, "regime, augmented, generated, interpolated, a mixture 'a:0.5,b:0.5', or datalist"),
+    ("mask_sources", "sources", "';'-separated mask sources: regime, augmented, generated, interpolated, mixtures "
+     "'augmented:0.5,interpolated:0.5', or datalist (the masks of --mask_datalist)"),
+    ("selections", "names", "pair selections per synthetic set: none, filter, select"),
     ("mask_datalist", str, "datalist of the 'datalist' mask source"),
     ("mask_split", str, "its split"),
     ("test_split", str, "held-out real split"),
@@ -58,68 +61,57 @@ class Preset(str, Enum):
     MICRO = "micro"  # plumbing check for tests: a few iterations, one seed, one regime
 
 
-class MaskSource(str, Enum):
-    """Built-in sources of the masks that condition the synthetic images of a regime."""
+class Selection(str, Enum):
+    """Which synthetic pairs of a set a segmentation arm trains on (scored by the regime's real-only segmenter, so
+    no more real data is used than the regime's N pairs)."""
 
-    REGIME = "regime"  # the regime's N real masks (several samples each)
-    DATALIST = "datalist"  # the masks of a user datalist (``mask_datalist``, split ``mask_split``)
+    NONE = "none"  # every pair
+    FILTER = "filter"  # pairs whose faithfulness Dice >= selection_dice
+    SELECT = "select"  # of those, the selection_fraction with the highest segmenter loss (faithful but informative)
+
+
+#: the mask source that reads a user datalist of masks (``mask_datalist``, split ``mask_split``)
+DATALIST_SOURCE = "datalist"
+
+
+def source_tag(source: str) -> str:
+    """A file-name-safe tag of a mask source or mixture (``augmented:0.5,interpolated:0.5`` ->
+    ``augmented50+interpolated50``)."""
+    parts = []
+    for item in str(source).replace(" ", "").split(","):
+        name, _, weight = item.partition(":")
+        parts.append(f"{name}{round(float(weight) * 100)}" if weight else name)
+    return re.sub(r"[^A-Za-z0-9_+]", "_", "+".join(parts))
 
 
 @dataclass(frozen=True)
-class MaskContext:
-    """What a mask source gets to choose the masks of one regime and seed.
+class Arm:
+    """One arm of the comparison: real only, or real + the pairs of ``method`` on ``mask_source`` masks after
+    ``selection``."""
 
-    Args:
-        regime_datalist: datalist of the regime (``training`` = the N drawn real pairs).
-        num_real: N.
-        seed: seed of the run.
-        work_dir: a folder the source may write into (generated masks).
-        num_classes: classes including background.
-        config: the evaluation settings.
-    """
+    method: str | None = None
+    mask_source: str = "regime"
+    selection: str = Selection.NONE.value
 
-    regime_datalist: str
-    num_real: int
-    seed: int
-    work_dir: str
-    num_classes: int
-    config: EvaluationConfig
+    @property
+    def name(self) -> str:
+        if self.method is None:
+            return REAL_ARM
+        name = f"{self.method}@{source_tag(self.mask_source)}"
+        return name if self.selection == Selection.NONE.value else f"{name}+{self.selection}"
 
+    @property
+    def label(self) -> str:
+        """How reports name the arm."""
+        if self.method is None:
+            return "real"
+        sel = "" if self.selection == Selection.NONE.value else f", {self.selection}"
+        return f"real + {self.method} ({self.mask_source}{sel})"
 
-#: ``(datalist path, split)`` of the conditioning masks for a regime
-MaskSourceFn = Callable[[MaskContext], tuple[str, str]]
-_MASK_SOURCES: dict[str, MaskSourceFn] = {}
-
-
-def register_mask_source(name: str, fn: MaskSourceFn) -> None:
-    """Register a source of conditioning masks under ``name`` (``--mask_source name``).
-
-    This is the hook for generated masks: a mask generator registers a function that writes new masks for the
-    regime (from ``context.regime_datalist`` only, so it sees no more real data than the regime) into
-    ``context.work_dir`` as a datalist and returns ``(datalist_path, split)``.
-    """
-    _MASK_SOURCES[str(name)] = fn
-
-
-def _regime_masks(ctx: MaskContext) -> tuple[str, str]:
-    return ctx.regime_datalist, "training"
-
-
-def _datalist_masks(ctx: MaskContext) -> tuple[str, str]:
-    if not ctx.config.mask_datalist:
-        raise ValueError("mask_source 'datalist' needs mask_datalist")
-    return str(ctx.config.mask_datalist), ctx.config.mask_split
-
-
-register_mask_source(MaskSource.REGIME.value, _regime_masks)
-register_mask_source(MaskSource.DATALIST.value, _datalist_masks)
-
-
-def mask_source(name: str) -> MaskSourceFn:
-    """The registered mask source ``name``."""
-    if name not in _MASK_SOURCES:
-        raise ValueError(f"unknown mask source {name!r} (registered: {sorted(_MASK_SOURCES)})")
-    return _MASK_SOURCES[name]
+    @property
+    def set_name(self) -> str:
+        """The synthetic set the arm draws from (method and mask source)."""
+        return f"{self.method}@{source_tag(self.mask_source)}"
 
 
 @dataclass
@@ -159,8 +151,17 @@ class EvaluationConfig:
         gen_infer_overrides: further generator sampling overrides (``num_inference_steps``...).
         method_overrides: per generator bundle, overrides of its training and sampling on top of the above (the
             bundles name their network settings differently, e.g. ``network_def#channels`` / ``unet_def#channels``).
-        samples_per_mask: synthetic samples per conditioning mask.
-        mask_source: registered mask source (``regime``, ``datalist`` or a registered generator).
+        samples_per_mask: synthetic pairs per real mask of the regime: samples per mask for the ``regime`` source,
+            new masks per real mask (one sample each) for the others, so every set has the same number of pairs.
+        mask_sources: the mask sources of every generator (:mod:`monai_siamese.masks`: ``regime``, ``augmented``,
+            ``generated``, ``interpolated``, mixtures; ``datalist``: the masks of ``mask_datalist``); each source sees
+            only the regime's N masks.
+        mask_options: per source, constructor arguments (``{"augmented": {"rotate_degrees": 10}}``).
+        selections: selections of the pairs of every non-``regime`` set (:class:`Selection`); ``regime`` sets are used
+            as they are.
+        selection_methods: the methods whose sets get the selections (None: every method).
+        selection_dice: faithfulness threshold of ``filter`` / ``select``.
+        selection_fraction: fraction kept by ``select``.
         mask_datalist: datalist of the ``datalist`` mask source.
         mask_split: its split.
         inception_weights: optional local TorchScript Inception file for an Inception FID.
@@ -198,7 +199,12 @@ class EvaluationConfig:
     gen_infer_overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples_per_mask: int = 4
-    mask_source: str = MaskSource.REGIME.value
+    mask_sources: list[str] = field(default_factory=lambda: ["regime"])
+    mask_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    selections: list[str] = field(default_factory=lambda: [Selection.NONE.value])
+    selection_methods: list[str] | None = None
+    selection_dice: float = 0.7
+    selection_fraction: float = 0.5
     mask_datalist: str | None = None
     mask_split: str = "training"
     inception_weights: str | None = None
@@ -216,6 +222,21 @@ class EvaluationConfig:
         if bad:
             raise ValueError(f"unknown evaluation setting(s) {bad}; known: {sorted(names)}")
         return dataclasses.replace(self, **dict(values))
+
+
+def synthetic_arms(cfg: EvaluationConfig) -> list[Arm]:
+    """Every real + synthetic arm of ``cfg``: each method with each mask source (as sampled), and for the
+    non-``regime`` sources of the selection methods each further selection."""
+    arms = []
+    for method in cfg.methods or []:
+        for source in cfg.mask_sources:
+            arms.append(Arm(method, source))
+            if source in ("regime", DATALIST_SOURCE):
+                continue
+            if cfg.selection_methods is not None and method not in cfg.selection_methods:
+                continue
+            arms += [Arm(method, source, Selection(s).value) for s in cfg.selections if Selection(s) != Selection.NONE]
+    return arms
 
 
 def draw_seeds(cfg: EvaluationConfig) -> list[int]:
@@ -312,6 +333,9 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
             "siamese_diffusion": tiny_siamese,
         },
         samples_per_mask=2,
+        mask_sources=["regime", "augmented"],
+        selections=["none", "select"],
+        selection_dice=0.0,  # untrained segmenters: keep every pair in the filter, select by loss
         kid_subsets=10,
         grid_masks=2,
     )

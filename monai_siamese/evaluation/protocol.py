@@ -5,11 +5,12 @@ For every regime N (real training slices) and seed s:
 
 1. draw N real slices from the pool with seed s (:func:`~monai_siamese.evaluation.steps.draw_regime`): every arm
    of (N, s) uses exactly these slices;
-2. for every generator method: train the generator on those N pairs only, then sample ``samples_per_mask``
-   images per conditioning mask (the N real masks by default, see
-   :func:`~monai_siamese.evaluation.config.register_mask_source`);
-3. train the segmentation bundle on the N real slices (arm ``real``) and on the N real slices + each method's
-   synthetic pairs (a fixed fraction of every batch, same iterations, same seed);
+2. for every generator method: train the generator on those N pairs only, then, for every mask source
+   (:mod:`monai_siamese.masks`: the N real masks, or new masks made from them only), sample a set of
+   ``samples_per_mask`` pairs per real mask; optionally select pairs of a set with the draw's real-only segmenter
+   (:class:`~monai_siamese.evaluation.config.Selection`);
+3. train the segmentation bundle on the N real slices (arm ``real``) and on the N real slices + each set
+   (a fixed fraction of every batch, same iterations, same seed);
 4. score every arm on the held-out real test split, which no generator saw.
 
 Once per evaluation a *judge* segmenter is trained on the whole real pool; it scores every synthetic set
@@ -31,13 +32,16 @@ from typing import Any
 
 from monai_siamese.bundles import base_of, bundles_dir, check_bundle, discover_generators, read_config
 from monai_siamese.evaluation.config import (
+    DATALIST_SOURCE,
     REAL_ARM,
+    Arm,
     EvaluationConfig,
-    MaskContext,
+    Selection,
     draw_seeds,
     draw_tag,
-    mask_source,
     run_tag,
+    source_tag,
+    synthetic_arms,
     training_seeds,
 )
 from monai_siamese.evaluation.steps import (
@@ -45,6 +49,7 @@ from monai_siamese.evaluation.steps import (
     draw_regime,
     sample_generator,
     score_segmentation,
+    select_pairs,
     synthetic_quality,
     train_generator,
     train_segmentation,
@@ -218,7 +223,6 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             # the real-only arm first: its segmenter (the draw's N pairs only) also serves generators that filter
             # their samples with a segmenter (MedDiff-FT), so no generator sees more real data than the regime
             real_dirs = [segmentation_arm(REAL_ARM, seed) for seed in seeds]
-            synthetic: dict[str, str] = {}
             trained: dict[str, Path] = {}
 
             def train_method(method: str) -> Path:
@@ -247,47 +251,90 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 trained[method] = gen_dir
                 return gen_dir
 
+            sets: dict[str, str] = {}  # synthetic set name -> datalist
             for method in cfg.methods:  # one generator per regime and draw, trained on the draw's N pairs only
                 gen_dir = train_method(method)
-                ctx = MaskContext(regime_datalist, n, draw_seed, str(gen_dir / "masks"), cfg.num_classes, cfg)
-                masks, split = mask_source(cfg.mask_source)(ctx)
-                infer_over = {**cfg.gen_infer_overrides, **cfg.method_overrides.get(method, {}), **data_over}
-                if base_of(method) is not None:  # canvases = the regime's pairs; as many pairs as the other methods
-                    infer_over.update(
-                        num_real_pairs=None,
-                        num_pairs=n * cfg.samples_per_mask,
-                        segmenter_path=str(real_dirs[0] / "models"),
+                for source in cfg.mask_sources:
+                    set_name = Arm(method, source).set_name
+                    sample_dir = gen_dir / "sets" / source_tag(source)
+                    synth = cached_step(
+                        sample_dir / "sample",
+                        lambda: sample_generator(
+                            bundles / method,
+                            cfg.gen_infer_configs,
+                            str(gen_dir / "models"),
+                            sample_dir,
+                            draw_seed,
+                            **_sampling_arguments(cfg, method, source, regime_datalist, n, real_dirs[0], data_over),
+                        ),
+                        _log,
                     )
-                synth = cached_step(
-                    gen_dir / "sample",
-                    lambda: sample_generator(
-                        bundles / method,
-                        cfg.gen_infer_configs,
-                        str(gen_dir / "models"),
-                        masks,
-                        split,
-                        gen_dir,
-                        draw_seed,
-                        cfg.samples_per_mask,
-                        infer_over,
+                    sets[set_name] = synth["datalist"]
+                    cached_step(
+                        sample_dir / "quality",
+                        lambda: synthetic_quality(
+                            get_judge(), synth["datalist"], pool, cfg.class_names, cfg.kid_subsets, inception, draw_seed
+                        ),
+                        _log,
+                    )
+            arms = synthetic_arms(cfg)
+            for arm in arms:  # selections of a set, scored by the draw's real-only segmenter (seed of the draw)
+                if arm.selection == Selection.NONE.value:
+                    continue
+                sel_dir = out / "generators" / arm.method / dtag / "sets" / source_tag(arm.mask_source) / arm.selection
+                res = cached_step(
+                    sel_dir,
+                    lambda: select_pairs(
+                        real_dirs[0] / "models" / "model_final.pt",
+                        sets[arm.set_name],
+                        sel_dir,
+                        arm.selection,
+                        cfg.selection_dice,
+                        cfg.selection_fraction,
+                        cfg.device,
                     ),
                     _log,
                 )
-                synthetic[method] = synth["datalist"]
-                cached_step(
-                    gen_dir / "quality",
-                    lambda: synthetic_quality(
-                        get_judge(), synth["datalist"], pool, cfg.class_names, cfg.kid_subsets, inception, draw_seed
-                    ),
-                    _log,
-                )
+                sets[arm.name] = res["datalist"]
             for seed in seeds:  # every arm: same slices, same seed, same budget
-                for method in cfg.methods:
-                    segmentation_arm(method, seed, synthetic[method])
+                for arm in arms:
+                    segmentation_arm(arm.name, seed, sets[arm.name] if arm.name in sets else sets[arm.set_name])
     results = collect_results(out, cfg)
     report = write_report(out, cfg, results, command, wall_seconds=time.time() - t_start)
     _log(f"report: {report}")
     return {"report": report, "results": results}
+
+
+def _sampling_arguments(
+    cfg: EvaluationConfig,
+    method: str,
+    source: str,
+    regime_datalist: str,
+    num_real: int,
+    real_dir: Path,
+    data_over: dict[str, Any],
+) -> dict[str, Any]:
+    """Arguments of :func:`sample_generator` for one set: the conditioning masks (the regime's, or a mask source's
+    new masks made from them only), ``samples_per_mask`` pairs per real mask in every set, and for MedDiff-FT the
+    regime's pairs as canvases and the draw's real-only segmenter for its quality filter."""
+    over = {**cfg.gen_infer_overrides, **cfg.method_overrides.get(method, {}), **data_over}
+    over["mask_options"] = cfg.mask_options
+    mask_datalist, mask_split = regime_datalist, "training"
+    if source == DATALIST_SOURCE:
+        if not cfg.mask_datalist:
+            raise ValueError("mask source 'datalist' needs mask_datalist")
+        mask_datalist, mask_split, source = str(cfg.mask_datalist), cfg.mask_split, "regime"
+    over["mask_source"] = source
+    samples_per_mask = cfg.samples_per_mask if source == "regime" else 1
+    over["masks_per_real"] = cfg.samples_per_mask
+    if base_of(method) is not None:  # canvases = the regime's pairs; as many pairs as the other methods
+        over.update(num_real_pairs=None, num_pairs=num_real * cfg.samples_per_mask, segmenter_path=str(real_dir / "models"))
+    return {
+        "mask_datalist": mask_datalist,
+        "mask_split": mask_split,
+        "samples_per_mask": samples_per_mask,
+        "overrides": over,
+    }
 
 
 def _real_reference(judge: Any, test: Sequence[dict], pool: Sequence[dict], cfg: EvaluationConfig, inception) -> dict:

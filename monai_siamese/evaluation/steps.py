@@ -25,6 +25,7 @@ __all__ = [
     "draw_regime",
     "train_generator",
     "sample_generator",
+    "select_pairs",
     "train_segmentation",
     "score_segmentation",
     "load_images",
@@ -224,26 +225,27 @@ def sample_generator(
     bundle: str | os.PathLike,
     configs: Sequence[str],
     ckpt_dir: str,
-    mask_datalist: str,
-    mask_split: str,
     folder: str | os.PathLike,
     seed: int,
-    samples_per_mask: int,
+    mask_datalist: str,
+    mask_split: str = "training",
+    samples_per_mask: int = 1,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Sample ``samples_per_mask`` synthetic pairs per mask of ``mask_datalist[mask_split]`` with a trained
-    generator bundle; pairs and ``datalist.json`` go to ``folder/synthetic``.
+    """Sample a synthetic set with a trained generator bundle: its conditioning masks come from
+    ``mask_datalist[mask_split]`` through the bundle's ``mask_source`` (in ``overrides``; the regime's masks as they
+    are, or new masks made from them only); pairs and ``datalist.json`` go to ``folder/synthetic``.
 
     Args:
         bundle: the generator bundle folder.
         configs: its sampling config files (``inference.json`` [+ ``demo.json``]).
         ckpt_dir: the trained generator's ``models/`` folder.
-        mask_datalist: datalist of the conditioning masks.
-        mask_split: its split.
         folder: output folder.
-        seed: sampling seed.
-        samples_per_mask: samples per mask.
-        overrides: further overrides (``num_inference_steps``...).
+        seed: sampling seed (and the seed of new masks).
+        mask_datalist: datalist of the regime's masks.
+        mask_split: its split.
+        samples_per_mask: samples per conditioning mask.
+        overrides: further overrides (``mask_source``, ``masks_per_real``, ``num_inference_steps``...).
     """
     out = Path(folder) / "synthetic"
     over: dict[str, Any] = {
@@ -270,6 +272,72 @@ def sample_generator(
             "was rejected: train the generator longer or loosen the filter (use_quality_filter, quality_*)"
         )
     return {"datalist": str(datalist), "pairs": n, "overrides": _plain(over)}
+
+
+def select_pairs(
+    segmenter: str | os.PathLike,
+    synthetic_datalist: str,
+    folder: str | os.PathLike,
+    mode: str = "select",
+    dice_threshold: float = 0.7,
+    fraction: float = 0.5,
+    device: str | None = None,
+) -> dict:
+    """Select pairs of a synthetic set by usefulness, scored by a segmenter trained on the regime's real pairs only
+    (a cheap form of GenSeg's segmentation feedback): ``filter`` keeps the pairs whose faithfulness (the segmenter's
+    mean Dice against the conditioning mask, over the mask's classes) is at least ``dice_threshold``; ``select``
+    keeps, of those, the ``fraction`` with the highest segmenter loss (DiceCE of the segmenter on the pair: faithful
+    pairs the segmenter still gets wrong, i.e. informative ones). Writes ``folder/datalist.json`` (absolute paths)
+    and the scores.
+
+    Args:
+        segmenter: the regime segmenter's weights (with its ``segmenter.json``).
+        synthetic_datalist: the set's datalist.
+        folder: output folder.
+        mode: ``filter`` or ``select``.
+        dice_threshold: faithfulness threshold.
+        fraction: fraction kept by ``select`` (of the filtered pairs; at least one pair).
+        device: device.
+    """
+    from monai.losses import DiceCELoss
+
+    from monai_siamese.data import load_datalist, write_datalist
+    from monai_siamese.quality import load_segmenter, per_class_scores
+
+    if mode not in ("filter", "select"):
+        raise ValueError(f"selection must be filter or select, got {mode!r}")
+    seg = load_segmenter(segmenter, device=device)
+    entries = load_datalist(synthetic_datalist, "training")
+    data = load_images(seg.settings, entries)
+    logits = seg.predict_logits(data["image"])
+    dice = per_class_scores(logits.argmax(1, keepdim=True), data["label"], seg.num_classes)["dice"]
+    faithful = torch.nan_to_num(dice, nan=0.0).sum(1) / (~torch.isnan(dice)).sum(1).clamp_min(1)  # mask's classes
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)  # per pair: one call each (DiceCE has no per-item reduction)
+    loss = torch.stack([loss_fn(logits[i : i + 1], data["label"][i : i + 1]) for i in range(len(entries))])
+    keep = torch.nonzero(faithful >= dice_threshold).flatten()
+    if mode == "select" and keep.numel():
+        k = max(1, int(round(fraction * keep.numel())))
+        keep = keep[torch.argsort(loss[keep], descending=True)[:k]]
+    if keep.numel() == 0:
+        raise RuntimeError(
+            f"{synthetic_datalist}: no pair reaches faithfulness Dice {dice_threshold} (best "
+            f"{float(faithful.max()):.3f}) under the regime segmenter: lower selection_dice or train the generator longer"
+        )
+    kept = [entries[int(i)] for i in sorted(keep.tolist())]
+    folder = Path(folder)
+    datalist = write_datalist(folder / "datalist.json", {"training": kept}, relative=False)
+    atomic_write_json(
+        folder / "scores.json",
+        {"faithfulness": faithful.tolist(), "loss": loss.tolist(), "kept": sorted(keep.tolist())},
+    )
+    return {
+        "datalist": datalist,
+        "kept": len(kept),
+        "total": len(entries),
+        "mode": mode,
+        "mean_faithfulness_kept": float(faithful[keep].mean()),
+        "mean_faithfulness_all": float(faithful.mean()),
+    }
 
 
 def train_segmentation(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_siamese.bundles import config_files
 from monai_siamese.utils import atomic_write_json
 
 __all__ = [
@@ -414,7 +415,7 @@ def load_segmenter(
             Path(weights) if weights else (src if src.is_file() else _find_weights(spec_dir, spec.get("weights")))
         )
     parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in cfgs])
+    parser.read_config(config_files(bundle, cfgs))
     parser["bundle_root"] = str(bundle)
     dev = torch.device(device) if device is not None else default_device()
     parser["device"] = f"$torch.device('{dev}')"

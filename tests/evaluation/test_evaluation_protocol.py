@@ -15,19 +15,19 @@ import pytest
 from helpers import BUNDLES, REPO
 from helpers import write_nifti
 
+from monai_siamese.bundles import GENERATORS, check_bundle, discover_generators
 from monai_siamese.data import load_datalist
 from monai_siamese.evaluation import (
+    Arm,
     EvaluationConfig,
-    MaskContext,
-    check_generator_bundle,
-    discover_methods,
     divisor_at_most,
     draw_regime,
-    mask_source,
     mean_std,
     preset_config,
-    register_mask_source,
+    source_tag,
+    synthetic_arms,
 )
+from monai_siamese.evaluation.report import ci95
 
 
 def test_slice_draws_are_fixed_by_seed_and_hold_only_the_drawn_pairs(tmp_path, demo_dir):
@@ -70,28 +70,32 @@ def test_slice_draws_from_3d_volumes_write_slices_with_geometry(tmp_path):
 
 
 def test_generator_discovery_and_required_configs(tmp_path):
-    found = discover_methods(BUNDLES)
+    found = discover_generators(BUNDLES)
     assert "seg_guided_diffusion" in found and "segmentation" not in found
-    check_generator_bundle(BUNDLES / "seg_guided_diffusion")
+    check_bundle(BUNDLES / "seg_guided_diffusion", ["train.json", "demo.json", "inference.json"])
     (tmp_path / "gen_x" / "configs").mkdir(parents=True)
     for name in ("train.json", "inference.json"):
         (tmp_path / "gen_x" / "configs" / name).write_text("{}")
     (tmp_path / "segmentation" / "configs").mkdir(parents=True)
-    assert discover_methods(tmp_path) == ["gen_x"]
+    assert discover_generators(tmp_path) == ["gen_x"]
     with pytest.raises(FileNotFoundError, match="demo.json"):
-        check_generator_bundle(tmp_path / "gen_x")
+        check_bundle(tmp_path / "gen_x", ["train.json", "demo.json"])
 
 
-def test_mask_sources_default_to_the_regime_and_accept_registered_generators(tmp_path):
-    cfg = EvaluationConfig()
-    ctx = MaskContext("regime.json", 4, 0, str(tmp_path), 4, cfg)
-    assert mask_source("regime")(ctx) == ("regime.json", "training")
-    register_mask_source("unit_test_masks", lambda c: (os.path.join(c.work_dir, "masks.json"), "training"))
-    assert mask_source("unit_test_masks")(ctx) == (str(tmp_path / "masks.json"), "training")
-    with pytest.raises(ValueError, match="unknown mask source"):
-        mask_source("nope")
-    with pytest.raises(ValueError, match="mask_datalist"):
-        mask_source("datalist")(ctx)
+def test_arms_cross_methods_sources_and_selections():
+    cfg = EvaluationConfig(
+        methods=["a", "b"], mask_sources=["regime", "augmented:0.5,interpolated:0.5"], selections=["none", "filter"],
+        selection_methods=["a"],
+    )  # fmt: skip
+    names = [arm.name for arm in synthetic_arms(cfg)]
+    assert names == [
+        "a@regime", "a@augmented50+interpolated50", "a@augmented50+interpolated50+filter",
+        "b@regime", "b@augmented50+interpolated50",
+    ]  # fmt: skip
+    assert Arm().name == "real" and source_tag("generated") == "generated"
+    assert Arm("a", "augmented", "select").label == "real + a (augmented, select)"
+    m, lo, hi, n = ci95([0.02, 0.03, 0.04, 0.05, 0.03, 0.04])
+    assert n == 6 and lo < m < hi and lo > 0 and ci95([0.1]) == (0.1, 0.1, 0.1, 1)
 
 
 def test_presets_and_helpers():
@@ -110,58 +114,61 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "monai_siamese", "evaluate", "--preset", "micro", "--out", str(out)]
     env = {**os.environ, "MONAI_SIAMESE_BUNDLES": str(BUNDLES), "PYTHONPATH": str(REPO)}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = (out / "report.md").read_text()
     assert "python -m monai_siamese evaluate --preset micro" in report
-    assert "| 4 | real |" in report and "| 4 | real + seg_guided_diffusion |" in report
+    assert "| 4 | real |" in report and "| 4 | real + seg_guided_diffusion (augmented) |" in report
+    assert "| 4 | real + seg_guided_diffusion (augmented, select) |" in report
     assert (out / "figures" / "dice_by_regime.png").stat().st_size > 1000
-    assert (out / "figures" / "samples_seg_guided_diffusion_N004_d0.png").is_file()
+    assert (out / "figures" / "samples_seg_guided_diffusion_augmented_N004_d0.png").is_file()
     results = json.loads((out / "results.json").read_text())
-    methods = discover_methods(BUNDLES)
-    assert {"seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"} <= set(methods)
-    assert {(r["arm"], r["regime"], r["draw"], r["seed"]) for r in results["runs"]} == {
-        (arm, 4, 0, 0) for arm in ["real", *methods]
-    }
+    arms = [a["name"] for a in results["arms"]]
+    assert arms == ["real"] + [f"{m}@{s}" + x for m in GENERATORS for s, x in (("regime", ""), ("augmented", ""),
+                                                                              ("augmented", "+select"))]  # fmt: skip
+    assert {(r["arm"], r["regime"], r["draw"], r["seed"]) for r in results["runs"]} == {(a, 4, 0, 0) for a in arms}
     for run in results["runs"]:
         assert set(run["dice"]) == {"CSF", "GM", "WM", "mean"} and 0 <= run["dice"]["mean"] <= 1
     # MedDiff-FT fine-tunes the seg-guided generator of the same draw and filters with the draw's real-only
     # segmenter: it sees no other real data than the regime's N pairs
-    mft = json.loads((out / "generators" / "meddiff_ft" / "N004_d0" / "train" / "result.json").read_text())
-    assert (
-        Path(mft["overrides"]["pretrained_path"]).parent
-        == out / "generators" / "seg_guided_diffusion" / "N004_d0" / "models"
-    )
+    gdir = out / "generators"
+    mft = json.loads((gdir / "meddiff_ft" / "N004_d0" / "train" / "result.json").read_text())
+    assert Path(mft["overrides"]["pretrained_path"]).parent == gdir / "seg_guided_diffusion" / "N004_d0" / "models"
     assert mft["overrides"]["datalist"] == gen_datalist_path(out) and mft["iterations"] == 2
-    mft_sample = json.loads((out / "generators" / "meddiff_ft" / "N004_d0" / "sample" / "result.json").read_text())
+    mft_sample = json.loads((gdir / "meddiff_ft" / "N004_d0" / "sets" / "augmented" / "sample" / "result.json").read_text())
     assert Path(mft_sample["overrides"]["segmenter_path"]) == out / "runs" / "real" / "N004_d0_s0" / "models"
     assert mft_sample["pairs"] == 8
-    q = next(q for q in results["quality"] if q["method"] == "seg_guided_diffusion")
+    q = next(q for q in results["quality"] if q["set"] == "seg_guided_diffusion@regime")
     assert q["pairs"] == 8 and q["masks"] == 4 and np.isfinite(q["fid"]) and 0 <= q["ms_ssim"] <= 1
-    # fairness: the generator trained on the regime datalist only; its masks are the regime's; same budget
+    # fairness: the generator trained on the regime datalist only; the regime set's masks are the regime's, the
+    # augmented set's masks were made from them only; same budget for every arm
     regime = json.loads((out / "draws" / "N004_d0" / "datalist.json").read_text())
-    gen = json.loads((out / "generators" / "seg_guided_diffusion" / "N004_d0" / "train" / "result.json").read_text())
+    regime_labels = {e["label"] for e in regime["training"]}
+    gen = json.loads((gdir / "seg_guided_diffusion" / "N004_d0" / "train" / "result.json").read_text())
     gen_datalist = json.loads(Path(gen["overrides"]["datalist"]).read_text())
     assert Path(gen["overrides"]["datalist"]).parent == out / "draws" / "N004_d0"
     assert {e["image"] for e in gen_datalist["training"]} == {e["image"] for e in regime["training"]}
     assert gen["iterations"] == 2
-    synth = json.loads(
-        (out / "generators" / "seg_guided_diffusion" / "N004_d0" / "synthetic" / "datalist.json").read_text()
-    )
-    assert {e["source_mask"] for e in synth["training"]} == {e["label"] for e in regime["training"]}
-    arms = [
+    sets = gdir / "seg_guided_diffusion" / "N004_d0" / "sets"
+    synth = json.loads((sets / "regime" / "synthetic" / "datalist.json").read_text())
+    assert {e["source_mask"] for e in synth["training"]} == regime_labels
+    masks = json.loads((sets / "augmented" / "synthetic" / "masks" / "datalist.json").read_text())["training"]
+    assert len(masks) == 8 and {m["source_mask"] for m in masks} <= regime_labels
+    sel = json.loads((sets / "augmented" / "select" / "result.json").read_text())
+    assert sel["kept"] == 4 and sel["total"] == 8  # half of the filtered pairs, by the regime segmenter's loss
+    runs = [
         json.loads((out / "runs" / a / "N004_d0_s0" / "train" / "result.json").read_text())
-        for a in ("real", "seg_guided_diffusion")
+        for a in ("real", "seg_guided_diffusion@augmented", "seg_guided_diffusion@augmented+select")
     ]
-    assert arms[0]["overrides"]["num_iterations"] == arms[1]["overrides"]["num_iterations"] == 4
-    assert arms[0]["overrides"]["seed"] == arms[1]["overrides"]["seed"] == 0
-    assert arms[0]["overrides"]["synthetic_datalist"] is None and arms[1]["overrides"]["synthetic_ratio"] == 0.5
+    assert {r["overrides"]["num_iterations"] for r in runs} == {4} and {r["overrides"]["seed"] for r in runs} == {0}
+    assert runs[0]["overrides"]["synthetic_datalist"] is None and runs[1]["overrides"]["synthetic_ratio"] == 0.5
+    assert runs[2]["overrides"]["synthetic_datalist"] == str(sets / "augmented" / "select" / "datalist.json")
     # an interrupted evaluation resumes: finished runs are not redone
-    os.remove(out / "runs" / "seg_guided_diffusion" / "N004_d0_s0" / "test" / "result.json")
+    os.remove(out / "runs" / "seg_guided_diffusion@regime" / "N004_d0_s0" / "test" / "result.json")
     before = (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.count("done already") >= 8 + 3 * (len(methods) - 1) and r.stdout.count("finished in") == 1
+    assert r.stdout.count("finished in") == 1 and r.stdout.count("done already") >= 2 * len(arms)
     assert (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns == before
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
 

@@ -192,8 +192,10 @@ def _floats(low: float | None = None, high: float | None = None, **kw: Any) -> P
     return Param(ParamKind.FLOATS, low, high, **kw)
 
 
-#: samplers of :func:`monai_siamese.inferers.make_scheduler` (:class:`~monai_siamese.inferers.SamplerType`)
-SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
+#: samplers of :func:`monai_siamese.diffusion.make_scheduler` (:class:`~monai_siamese.diffusion.SamplerType`)
+SAMPLERS = ("ddim", "ddpm", "dpmpp_2m", "euler")
+#: mask sources of :mod:`monai_siamese.masks` a request may name (mixtures only through the server's own config)
+MASK_SOURCES = ("regime", "augmented", "generated", "interpolated")
 #: values of voxels a synthesis request does not synthesise
 FILL_CHOICES = ("min", "zero", "source")
 
@@ -212,9 +214,9 @@ SAMPLING_OVERRIDES: dict[str, Param] = {
     "slice_axis": _int(0, 2, help="axis 3D volumes are sliced along (RAS)"),
     "min_foreground": _int(0, 100_000_000, help="foreground pixels a slice needs"),
     "foreground_classes": _ints(0, 255, nullable=True, help="classes counted as foreground"),
+    "mask_source": _choice(*MASK_SOURCES, help="conditioning masks: the given ones, or new ones made from them"),
+    "masks_per_real": _int(1, 1024, help="new masks per given mask (mask sources other than regime)"),
     # MedDiff-FT
-    "mask_source": _choice("generated", "real", help="MedDiff-FT: generated masks or the real ones"),
-    "max_samples_per_canvas": _int(1, 1024, help="MedDiff-FT: samples per real canvas"),
     "num_real_pairs": _int(1, 1_000_000, help="MedDiff-FT: real pairs used as canvases"),
     "margin_fraction": _float(0.0, 1.0, help="MedDiff-FT guiding mask: margin / structure size"),
     "min_margin": _float(0.0, 1000.0, help="MedDiff-FT guiding mask: smallest margin (pixels)"),
@@ -264,6 +266,9 @@ TRAINING_OVERRIDES: dict[str, Param] = {
     "ema_momentum_warmup": _float(0.0, 1.0, help="EMA momentum during warm-up"),
     "ema_warmup_iters": _int(0, 10_000_000, help="EMA warm-up iterations"),
     "cond_dropout_prob": _float(0.0, 1.0, help="conditioning dropout (classifier-free guidance)"),
+    "objective": _choice("ddpm", "rflow", help="generators: DDPM or rectified flow"),
+    "prediction_type": _choice("epsilon", "v_prediction", "sample", help="generators: DDPM prediction type"),
+    "min_snr_gamma": _float(0.0, 1000.0, nullable=True, help="generators: min-SNR loss weighting (DDPM)"),
     # SegGuidedDiff
     "ablation_mode": _choice("sample", "batch", help="random mask ablation per sample or per batch"),
     "ablation_prob": _float(0.0, 1.0, help="probability of dropping a class"),

@@ -50,7 +50,7 @@ def test_same_seed_same_sample_and_guidance_math():
         eps_c = den(x, t, cond)
         eps_u = den(x, t, torch.full_like(cond, -1.0))
         torch.testing.assert_close(
-            g.predict_eps(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4
+            g.predict(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4
         )
 
 

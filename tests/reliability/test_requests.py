@@ -150,14 +150,14 @@ def test_plain_values_accepted_and_normalised():
 def _config_keys(bundle: str, config: str) -> set[str]:
     keys = set()
     for f in (REPO / "bundles").glob(f"{bundle}/configs/{config}"):
-        keys |= set(json.loads(f.read_text()))
+        keys |= set(json.loads(f.read_text())) | set(json.loads((f.parent / "common.json").read_text()))
     return keys
 
 
 def test_allow_lists_name_real_bundle_keys():
     """The lists are documentation too: every key is a top-level key of a bundle config of that kind, the samplers
     are the ones make_scheduler knows, and nothing that names a path, a network or code is on them."""
-    from monai_siamese.inferers import SamplerType
+    from monai_siamese.diffusion import SamplerType
 
     generators = "|".join(core.GENERATOR_BUNDLES)
     sampling = set().union(*(_config_keys(b, "inference.json") for b in core.GENERATOR_BUNDLES))

@@ -92,7 +92,7 @@ def test_rce_probe_through_the_task_request(tmp_path):
         ({"eta": float("nan")}, "eta"),
         ({"num_inference_steps": 2.5}, "num_inference_steps"),
         ({"num_inference_steps": None}, "num_inference_steps"),
-        ({"sampler": "euler"}, "sampler"),
+        ({"sampler": "heun"}, "sampler"),
     ],
 )
 def test_synthesis_overrides_refused_naming_the_key(overrides, key):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from monai_siamese.evaluation.config import (
     REAL_ARM,
-    EvaluationConfig,
     Arm,
+    EvaluationConfig,
     Preset,
     Selection,
     preset_config,
@@ -18,14 +18,12 @@ from monai_siamese.evaluation.config import (
 )
 from monai_siamese.evaluation.protocol import resolve_config, run_evaluation
 from monai_siamese.evaluation.report import collect_results, mean_std, plot_dice_bars, sample_grid, write_report
+from monai_siamese.evaluation.scoring import score_segmentation, select_pairs, synthetic_quality
 from monai_siamese.evaluation.steps import (
     cached_step,
     divisor_at_most,
     draw_regime,
     sample_generator,
-    score_segmentation,
-    select_pairs,
-    synthetic_quality,
     train_generator,
     train_segmentation,
 )

@@ -44,13 +44,11 @@ from monai_siamese.evaluation.config import (
     synthetic_arms,
     training_seeds,
 )
+from monai_siamese.evaluation.scoring import score_segmentation, select_pairs, synthetic_quality
 from monai_siamese.evaluation.steps import (
     cached_step,
     draw_regime,
     sample_generator,
-    score_segmentation,
-    select_pairs,
-    synthetic_quality,
     train_generator,
     train_segmentation,
 )
@@ -340,7 +338,7 @@ def _sampling_arguments(
 def _real_reference(judge: Any, test: Sequence[dict], pool: Sequence[dict], cfg: EvaluationConfig, inception) -> dict:
     """FID/KID between two real sets (the test slab vs the pool), at the synthetic images' size: the value
     different real anatomy gives, for scale. Uses the size of the generators' output (first method, if sampled)."""
-    from monai_siamese.evaluation.steps import load_images
+    from monai_siamese.evaluation.scoring import load_images
     from monai_siamese.quality import frechet_distance, kernel_inception_distance
 
     size = _generator_size(cfg)

@@ -280,7 +280,7 @@ def sample_grid(
     samples | the judge's segmentation of the first sample overlaid on it (what faithfulness scores)."""
     from monai_siamese.data import image_shape, load_datalist
     from monai_siamese.data.visualize import grid, label_to_rgb, overlay, save_png, to_uint8
-    from monai_siamese.evaluation.steps import load_images
+    from monai_siamese.evaluation.scoring import load_images
 
     entries = load_datalist(synthetic_datalist, "training")
     if not entries:

@@ -12,6 +12,7 @@ import pytest
 from helpers import BUNDLES
 from monai.bundle import ConfigWorkflow
 
+from monai_siamese.bundles import config_files
 from monai_siamese.networks import load_state_dict_file
 
 BUNDLE = BUNDLES / "seg_guided_diffusion"
@@ -45,7 +46,7 @@ TRAIN = {
 
 def _wf(configs, run_id, wtype, overrides):
     wf = ConfigWorkflow(
-        config_file=[str(BUNDLE / "configs" / c) for c in configs],
+        config_file=config_files(BUNDLE, configs),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type=wtype,

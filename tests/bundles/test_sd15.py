@@ -19,6 +19,7 @@ from helpers import BUNDLES, REPO
 from monai.bundle import ConfigWorkflow
 from sd_tiny import make_tiny_stable_diffusion
 
+from monai_siamese.bundles import config_files
 from monai_siamese.networks import PretrainedModelError, load_state_dict_file
 
 TINY = {
@@ -54,7 +55,7 @@ def tiny_sd_inpaint(tmp_path_factory):
 
 def _workflow(bundle, configs, run_id, wtype, overrides):
     return ConfigWorkflow(
-        config_file=[str(BUNDLES / bundle / "configs" / c) for c in configs],
+        config_file=config_files(BUNDLES / bundle, configs),
         meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type=wtype,
@@ -184,7 +185,7 @@ def test_missing_or_incomplete_pretrained_path(tmp_path, demo_dir, tiny_sd):
     assert not (tmp_path / "m").exists()
 
     # the documented command fails in seconds with the same message
-    cfg = str([str(BUNDLES / "siamese_diffusion" / "configs" / f) for f in ("train.json", "sd15.json")])
+    cfg = str(config_files(BUNDLES / "siamese_diffusion", ["train.json", "sd15.json"]))
     args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", cfg]
     args += ["--pretrained_path", str(tmp_path / "nowhere"), "--dataset_dir", demo_dir]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -11,6 +11,7 @@ import pytest
 from helpers import BUNDLES
 
 from monai_siamese.bundles import run_bundle
+from monai_siamese.data import load_datalist
 
 SGD = BUNDLES / "seg_guided_diffusion"
 MFT = BUNDLES / "meddiff_ft"
@@ -90,9 +91,10 @@ def test_finetune_and_generate(tmp_path, demo_dir, pretrained):
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(entries) == 6 and manifest["counts"]["pairs_total"] == 6 and manifest["method"] == "meddiff_ft"
     assert manifest["counts"]["generated_this_run"] == 6 and manifest["config"]["mask_source"] == "generated"
-    masks = json.loads((out / "masks" / "datalist.json").read_text())["training"]
+    masks = load_datalist(out / "masks" / "datalist.json")
     assert {m["mask_source"] for m in masks} == {"generated"}  # new masks from the 4 real ones (shared layer)
-    assert len({m["source_mask"] for m in masks}) == 4
+    canvases = json.loads((out / "masks_regime.json").read_text())["training"]
+    assert len(canvases) == 4 and {m["source_mask"] for m in masks} <= {c["label"] for c in canvases}
     regime = {m["source_mask"]: nib.load(m["source_mask"]).get_fdata() for m in masks}
     assert any(not np.array_equal(nib.load(m["label"]).get_fdata(), regime[m["source_mask"]]) for m in masks)
     for e in entries:

@@ -94,3 +94,20 @@ def test_cli_is_argument_parsing_only_and_modules_are_small():
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
     assert big == {}
+
+
+def test_readme_bundle_commands_name_existing_stacked_configs():
+    """Every ``--config_file`` list in the READMEs names files that exist, ``common.json`` first (stacked configs)."""
+    import re
+
+    repo = PACKAGE.parent
+    readmes = [repo / "README.md", *sorted((repo / "bundles").glob("*/docs/README.md"))]
+    found = 0
+    for readme in readmes:
+        for files in re.findall(r"--config_file \\?\s*\"(\[[^\]]*\])\"", readme.read_text()):
+            paths = [p.strip().strip("'") for p in files.strip("[]").split(",")]
+            assert paths[0].endswith("configs/common.json"), (readme, files)
+            for p in paths:
+                assert (repo / p).is_file(), (readme, p)
+            found += 1
+    assert found >= 20

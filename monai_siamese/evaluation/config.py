@@ -49,6 +49,7 @@ CLI_OPTIONS = (
     ("test_split", str, "held-out real split"),
     ("inception_weights", str, "local TorchScript Inception file for an Inception FID"),
     ("device", str, "device (default: cuda when available)"),
+    ("workers", int, "processes for independent steps (default: the CPU cores, at most 4)"),
 )
 
 
@@ -168,6 +169,8 @@ class EvaluationConfig:
         kid_subsets: KID subsets.
         grid_masks: masks shown per sample grid.
         device: device (None: cuda when available).
+        workers: processes for independent steps (trainings of different arms, draws and generators run side by
+            side; None: the CPU cores, at most 4).
     """
 
     preset: str = Preset.DEMO.value
@@ -211,6 +214,7 @@ class EvaluationConfig:
     kid_subsets: int = 100
     grid_masks: int = 4
     device: str | None = None
+    workers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

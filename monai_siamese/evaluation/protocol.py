@@ -52,6 +52,7 @@ from monai_siamese.evaluation.steps import (
     train_generator,
     train_segmentation,
 )
+from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
 from monai_siamese.utils import atomic_write_json, versions
 
 __all__ = ["run_evaluation", "resolve_config"]
@@ -102,7 +103,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     """
     from monai_siamese.data import load_datalist
     from monai_siamese.evaluation.report import collect_results, write_report
-    from monai_siamese.quality import InceptionFeatures, load_segmenter
+    from monai_siamese.quality import load_segmenter
 
     t_start = time.time()
     out = Path(out).resolve()
@@ -129,178 +130,208 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
         overrides=seg_over,
     )
 
-    # the judge: a segmenter trained on the whole real pool (faithfulness, FID/KID features, a reference row)
+    workers = cfg.workers or default_workers()
+    tasks_of = lambda ts: run_tasks(ts, workers, log=_log)  # noqa: E731
     judge_dir = out / "judge"
-    _log(f"judge segmenter on the whole pool ({len(pool)} entries)")
-    cached_step(
-        judge_dir / "train",
-        lambda: train_segmentation(
-            seg_bundle,
-            cfg.seg_configs,
-            cfg.datalist,
-            judge_dir,
-            cfg.seeds[0],
-            **{
-                **seg_common,
-                "iterations": cfg.judge_iterations or cfg.seg_iterations,
-                "overrides": {**seg_over, "train_split": cfg.pool_split},
-            },
-            val_split=cfg.val_split,
-            dataset_dir=cfg.dataset_dir,
-        ),
-        _log,
-    )
     judge_model = judge_dir / "models" / "model_final.pt"
-    cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
-    judge = None
+    seg_run = dict(bundle=str(seg_bundle), configs=list(cfg.seg_configs), test=list(test),
+                   class_names=list(cfg.class_names), device=cfg.device, common=seg_common)  # fmt: skip
 
-    def get_judge():
-        nonlocal judge
-        if judge is None:
-            judge = load_segmenter(judge_model, device=cfg.device)
-        return judge
-
-    inception = None
-    if cfg.inception_weights:
-        inception = InceptionFeatures(cfg.inception_weights, device=cfg.device or "cpu")
-    cached_step(
-        judge_dir / "real_vs_real",
-        lambda: _real_reference(get_judge(), test, pool, cfg, inception),
-        _log,
-    )
-
+    # 1. the slice draws: every arm and generator of a regime and draw uses exactly these N pairs
+    draws: dict[tuple[int, int], dict] = {}
     for n in cfg.regimes:
-        for draw_seed in draw_seeds(cfg):
-            dtag = draw_tag(n, draw_seed)
-            _log(f"regime N={n}, slice draw {draw_seed}")
-            draw = cached_step(
-                out / "draws" / dtag,
-                lambda: draw_regime(
-                    pool,
-                    n,
-                    draw_seed,
-                    out / "draws" / dtag,
-                    cfg.num_classes,
-                    slice_axis=int(seg_over.get("slice_axis", 2)),
-                    label_mapping=seg_over.get("label_mapping"),
-                    label_threshold=seg_over.get("label_threshold"),
-                ),
+        for d in draw_seeds(cfg):
+            folder = out / "draws" / draw_tag(n, d)
+            draws[(n, d)] = cached_step(
+                folder,
+                lambda: draw_regime(pool, n, d, folder, cfg.num_classes, slice_axis=int(seg_over.get("slice_axis", 2)),
+                                    label_mapping=seg_over.get("label_mapping"),
+                                    label_threshold=seg_over.get("label_threshold")),  # fmt: skip
                 _log,
             )
-            regime_datalist = draw["datalist"]
-            generator_datalist = draw.get("generator_datalist", regime_datalist)
-            seeds = training_seeds(cfg, draw_seed)
+    runs = [(n, d, seed) for (n, d) in draws for seed in training_seeds(cfg, d)]
 
-            def segmentation_arm(arm: str, seed: int, synthetic_datalist: str | None = None) -> Path:
-                tag = run_tag(n, draw_seed, seed)
-                arm_dir = out / "runs" / arm / tag
-                _log(f"segmentation {arm}, N={n}, draw {draw_seed}, seed {seed}")
-                cached_step(
-                    arm_dir / "train",
-                    lambda: train_segmentation(
-                        seg_bundle,
-                        cfg.seg_configs,
-                        regime_datalist,
-                        arm_dir,
-                        seed,
-                        synthetic_datalist=synthetic_datalist,
-                        synthetic_ratio=cfg.synthetic_ratio if arm != REAL_ARM else 0.0,
-                        **seg_common,
-                    ),
-                    _log,
-                )
-                cached_step(
-                    arm_dir / "test",
-                    lambda: score_segmentation(
-                        arm_dir / "models" / "model_final.pt", test, cfg.class_names, cfg.device
-                    ),
-                    _log,
-                )
-                return arm_dir
+    def seg_task(arm: str, n: int, d: int, seed: int, synthetic: str | None = None) -> Task:
+        return Task(
+            f"{__name__}:segmentation_run",
+            {**seg_run, "folder": str(out / "runs" / arm / run_tag(n, d, seed)), "datalist": draws[(n, d)]["datalist"],
+             "seed": seed, "synthetic_datalist": synthetic, "synthetic_ratio": cfg.synthetic_ratio if synthetic else 0.0},
+            f"segmentation {arm} {run_tag(n, d, seed)}",
+        )  # fmt: skip
 
-            # the real-only arm first: its segmenter (the draw's N pairs only) also serves generators that filter
-            # their samples with a segmenter (MedDiff-FT), so no generator sees more real data than the regime
-            real_dirs = [segmentation_arm(REAL_ARM, seed) for seed in seeds]
-            trained: dict[str, Path] = {}
+    # 2. the judge (whole real pool) and the real-only arms; a draw's real-only segmenter (seed = draw's first) also
+    # scores its generators' pairs (MedDiff-FT's filter, the selections): no generator sees more real data
+    judge_task = Task(
+        f"{__name__}:segmentation_run",
+        {**seg_run, "folder": str(judge_dir), "datalist": cfg.datalist, "seed": cfg.seeds[0], "val_split": cfg.val_split,
+         "dataset_dir": cfg.dataset_dir, "common": {**seg_common, "iterations": cfg.judge_iterations or cfg.seg_iterations,
+                                                     "overrides": {**seg_over, "train_split": cfg.pool_split}}},
+        "judge segmenter on the whole pool",
+    )  # fmt: skip
+    _log(f"judge segmenter on the whole pool ({len(pool)} entries) and {len(runs)} real-only segmentation runs")
+    tasks_of([judge_task, *[seg_task(REAL_ARM, n, d, seed) for n, d, seed in runs]])
+    real_dir = {(n, d): out / "runs" / REAL_ARM / run_tag(n, d, training_seeds(cfg, d)[0]) for n, d in draws}
 
-            def train_method(method: str) -> Path:
-                if method in trained:
-                    return trained[method]
-                gen_dir = out / "generators" / method / dtag
+    # 3. generators, one per regime and draw, trained on the draw's N pairs only; fine-tuners after their base
+    def gen_dir(method: str, n: int, d: int) -> Path:
+        return out / "generators" / method / draw_tag(n, d)
+
+    for stage in (False, True):
+        tasks = []
+        for method in [m for m in cfg.methods if (base_of(m) is not None) == stage]:
+            for n, d in draws:
                 over = {**cfg.gen_overrides, **cfg.method_overrides.get(method, {}), **data_over}
-                base = base_of(method)
-                if base is not None:  # fine-tuning: the base model is trained on the same N pairs first
-                    over["pretrained_path"] = str(train_method(base) / "models" / "model.safetensors")
-                    over["num_real_pairs"] = None  # every pair of the regime
-                _log(f"generator {method}, N={n}, draw {draw_seed}")
-                cached_step(
-                    gen_dir / "train",
-                    lambda: train_generator(
-                        bundles / method,
-                        cfg.gen_train_configs,
-                        generator_datalist,
-                        gen_dir,
-                        draw_seed,
-                        cfg.gen_iterations if base is None else cfg.finetune_iterations,
-                        over,
-                    ),
-                    _log,
-                )
-                trained[method] = gen_dir
-                return gen_dir
+                if stage:  # fine-tuning: the base model of the same draw, every pair of the regime
+                    over.update(pretrained_path=str(gen_dir(base_of(method), n, d) / "models" / "model.safetensors"),
+                                num_real_pairs=None)  # fmt: skip
+                iterations = cfg.finetune_iterations if stage else cfg.gen_iterations
+                tasks.append(Task(
+                    f"{__name__}:generator_run",
+                    {"folder": str(gen_dir(method, n, d)), "bundle": str(bundles / method),
+                     "configs": list(cfg.gen_train_configs), "datalist": draws[(n, d)]["generator_datalist"],
+                     "seed": d, "iterations": iterations, "overrides": over},
+                    f"generator {method} {draw_tag(n, d)}",
+                ))  # fmt: skip
+        _log(f"{len(tasks)} generator trainings" + (" (fine-tuning their base generators)" if stage else ""))
+        tasks_of(tasks)
 
-            sets: dict[str, str] = {}  # synthetic set name -> datalist
-            for method in cfg.methods:  # one generator per regime and draw, trained on the draw's N pairs only
-                gen_dir = train_method(method)
-                for source in cfg.mask_sources:
-                    set_name = Arm(method, source).set_name
-                    sample_dir = gen_dir / "sets" / source_tag(source)
-                    synth = cached_step(
-                        sample_dir / "sample",
-                        lambda: sample_generator(
-                            bundles / method,
-                            cfg.gen_infer_configs,
-                            str(gen_dir / "models"),
-                            sample_dir,
-                            draw_seed,
-                            **_sampling_arguments(cfg, method, source, regime_datalist, n, real_dirs[0], data_over),
-                        ),
-                        _log,
-                    )
-                    sets[set_name] = synth["datalist"]
-                    cached_step(
-                        sample_dir / "quality",
-                        lambda: synthetic_quality(
-                            get_judge(), synth["datalist"], pool, cfg.class_names, cfg.kid_subsets, inception, draw_seed
-                        ),
-                        _log,
-                    )
-            arms = synthetic_arms(cfg)
-            for arm in arms:  # selections of a set, scored by the draw's real-only segmenter (seed of the draw)
-                if arm.selection == Selection.NONE.value:
-                    continue
-                sel_dir = out / "generators" / arm.method / dtag / "sets" / source_tag(arm.mask_source) / arm.selection
-                res = cached_step(
-                    sel_dir,
-                    lambda: select_pairs(
-                        real_dirs[0] / "models" / "model_final.pt",
-                        sets[arm.set_name],
-                        sel_dir,
-                        arm.selection,
-                        cfg.selection_dice,
-                        cfg.selection_fraction,
-                        cfg.device,
-                    ),
-                    _log,
-                )
-                sets[arm.name] = res["datalist"]
-            for seed in seeds:  # every arm: same slices, same seed, same budget
-                for arm in arms:
-                    segmentation_arm(arm.name, seed, sets[arm.name] if arm.name in sets else sets[arm.set_name])
+    # 4. one synthetic set per generator and mask source (new masks from the draw's N masks only), judged
+    tasks, sets = [], {}
+    for n, d in draws:
+        for method in cfg.methods:
+            for source in cfg.mask_sources:
+                folder = gen_dir(method, n, d) / "sets" / source_tag(source)
+                sets[(n, d, Arm(method, source).set_name)] = str(folder / "synthetic" / "datalist.json")
+                kw = _sampling_arguments(cfg, method, source, draws[(n, d)]["datalist"], n, real_dir[(n, d)], data_over)
+                tasks.append(Task(
+                    f"{__name__}:sampling_run",
+                    {"folder": str(folder), "bundle": str(bundles / method), "configs": list(cfg.gen_infer_configs),
+                     "ckpt_dir": str(gen_dir(method, n, d) / "models"), "seed": d, "sampling": kw,
+                     "judge": str(judge_model), "pool": list(pool), "class_names": list(cfg.class_names),
+                     "kid_subsets": cfg.kid_subsets, "inception_weights": cfg.inception_weights, "device": cfg.device},
+                    f"sampling {method} on {source} masks {draw_tag(n, d)}",
+                ))  # fmt: skip
+    _log(f"{len(tasks)} synthetic sets")
+    tasks_of(tasks)
+    cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
+    cached_step(
+        judge_dir / "real_vs_real",
+        lambda: _real_reference(load_segmenter(judge_model, device=cfg.device), test, pool, cfg, _inception(cfg)),
+        _log,
+    )
+
+    # 5. selections of the non-regime sets, scored by the draw's real-only segmenter
+    arms = synthetic_arms(cfg)
+    for n, d in draws:
+        for arm in [a for a in arms if a.selection != Selection.NONE.value]:
+            folder = gen_dir(arm.method, n, d) / "sets" / source_tag(arm.mask_source) / arm.selection
+            res = cached_step(
+                folder,
+                lambda: select_pairs(real_dir[(n, d)] / "models" / "model_final.pt", sets[(n, d, arm.set_name)],
+                                     folder, arm.selection, cfg.selection_dice, cfg.selection_fraction, cfg.device),
+                _log,
+            )  # fmt: skip
+            sets[(n, d, arm.name)] = res["datalist"]
+
+    # 6. every synthetic arm: same slices, same seeds, same budget as the real-only arm
+    tasks = [
+        seg_task(arm.name, n, d, seed, sets.get((n, d, arm.name), sets[(n, d, arm.set_name)]))
+        for n, d, seed in runs
+        for arm in arms
+    ]
+    _log(f"{len(tasks)} real + synthetic segmentation runs")
+    tasks_of(tasks)
     results = collect_results(out, cfg)
     report = write_report(out, cfg, results, command, wall_seconds=time.time() - t_start)
     _log(f"report: {report}")
     return {"report": report, "results": results}
+
+
+def segmentation_run(
+    folder: str,
+    bundle: str,
+    configs: list[str],
+    datalist: str,
+    seed: int,
+    test: list[dict],
+    class_names: list[str],
+    common: dict[str, Any],
+    synthetic_datalist: str | None = None,
+    synthetic_ratio: float = 0.0,
+    val_split: str = "validation",
+    dataset_dir: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """A segmentation arm (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`): train (cached) and score
+    on the test entries (cached)."""
+    folder = Path(folder)
+    cached_step(
+        folder / "train",
+        lambda: train_segmentation(bundle, configs, datalist, folder, seed, synthetic_datalist=synthetic_datalist,
+                                   synthetic_ratio=synthetic_ratio, val_split=val_split, dataset_dir=dataset_dir,
+                                   **common),
+        _log,
+    )  # fmt: skip
+    return cached_step(
+        folder / "test",
+        lambda: score_segmentation(folder / "models" / "model_final.pt", test, class_names, device),
+        _log,
+    )
+
+
+def generator_run(
+    folder: str,
+    bundle: str,
+    configs: list[str],
+    datalist: str,
+    seed: int,
+    iterations: int | None,
+    overrides: dict[str, Any],
+) -> dict:
+    """A generator training (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`), cached."""
+    return cached_step(
+        Path(folder) / "train",
+        lambda: train_generator(bundle, configs, datalist, folder, seed, iterations, overrides),
+        _log,
+    )
+
+
+def sampling_run(
+    folder: str,
+    bundle: str,
+    configs: list[str],
+    ckpt_dir: str,
+    seed: int,
+    sampling: dict[str, Any],
+    judge: str,
+    pool: list[dict],
+    class_names: list[str],
+    kid_subsets: int,
+    inception_weights: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """One synthetic set (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`): sample (cached), then its
+    faithfulness / fidelity / diversity under the judge (cached)."""
+    from monai_siamese.quality import InceptionFeatures, load_segmenter
+
+    folder = Path(folder)
+    synth = cached_step(
+        folder / "sample", lambda: sample_generator(bundle, configs, ckpt_dir, folder, seed, **sampling), _log
+    )
+    inception = InceptionFeatures(inception_weights, device=device or "cpu") if inception_weights else None
+    return cached_step(
+        folder / "quality",
+        lambda: synthetic_quality(
+            load_segmenter(judge, device=device), synth["datalist"], pool, class_names, kid_subsets, inception, seed
+        ),
+        _log,
+    )
+
+
+def _inception(cfg: EvaluationConfig) -> Any:
+    from monai_siamese.quality import InceptionFeatures
+
+    return InceptionFeatures(cfg.inception_weights, device=cfg.device or "cpu") if cfg.inception_weights else None
 
 
 def _sampling_arguments(

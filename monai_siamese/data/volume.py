@@ -24,10 +24,11 @@ import torch
 from monai.transforms import LoadImage
 
 from monai_siamese.data.datalist import read_datalist_file
+from monai_siamese.data.io import save_nifti
 from monai_siamese.data.labels import LabelValueError, map_label_values
 from monai_siamese.data.reformat import reformat_tiles
 from monai_siamese.data.visualize import grid, save_png
-from monai_siamese.data.writer import SyntheticPairWriter, save_nifti
+from monai_siamese.data.writer import SyntheticPairWriter
 from monai_siamese.utils import atomic_write_json
 
 __all__ = ["LabelVolume", "read_label_volume", "load_label_entries", "SyntheticVolumeWriter"]
@@ -132,7 +133,7 @@ class SyntheticVolumeWriter(SyntheticPairWriter):
     """Writes synthetic 3D image/label volumes with the 2D writer's layout, records and resume logic.
 
     Args:
-        output_dir: output folder (created); stale temporary files of an interrupted run are removed.
+        output_dir: output folder (created); stale temporary files of a killed run are removed (as the 2D writer).
         method: generator name recorded in every entry.
         num_classes: classes including background.
         previews: write an orthogonal-reformat PNG per volume.
@@ -148,14 +149,6 @@ class SyntheticVolumeWriter(SyntheticPairWriter):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(output_dir, method, num_classes, image_format="nifti", previews=previews, config=config)
-        self._remove_stale_temporaries()
-
-    def _remove_stale_temporaries(self) -> None:
-        # atomic_path names its temporary files ".<stem>.<random><suffix>" next to the target
-        for sub in ("images", "labels", "previews", "records"):
-            for p in (self.root / sub).glob(".*"):
-                if p.is_file():
-                    p.unlink()
 
     def write_volume(
         self,

@@ -22,7 +22,7 @@ from monai.metrics import SSIMMetric
 from PIL import Image, ImageDraw
 
 from monai_siamese.data.reformat import reformat_tiles, to_ras
-from monai_siamese.data.visualize import grid, save_png
+from monai_siamese.data.visualize import save_png
 
 __all__ = [
     "SimilarityRegion",
@@ -215,12 +215,25 @@ def reformat_figure(
             )
         )
         names.append("label")
-    body = grid(tiles)
+    body = _table(tiles)
     heights = [max(t.shape[0] for t in r) for r in tiles]
     legend = _label_column(names, heights)
-    legend = (
-        legend[: body.shape[0]]
-        if legend.shape[0] >= body.shape[0]
-        else np.pad(legend, ((0, body.shape[0] - legend.shape[0]), (0, 0), (0, 0)), constant_values=255)
-    )
     return save_png(np.concatenate([legend, body], axis=1), path)
+
+
+def _table(rows: Sequence[Sequence[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Tiles in a table: every column as wide as its widest tile, every row as tall as its tallest, tiles centred
+    (``visualize.grid`` gives every cell the largest tile's size, which wastes space with mixed aspect ratios)."""
+    ncol = max(len(r) for r in rows)
+    widths = [max(r[j].shape[1] for r in rows if j < len(r)) for j in range(ncol)]
+    heights = [max(t.shape[0] for t in r) for r in rows]
+    out = np.full((sum(heights) + pad * (len(rows) + 1), sum(widths) + pad * (ncol + 1), 3), 255, dtype=np.uint8)
+    y = pad
+    for r, h in zip(rows, heights):
+        x = pad
+        for j, t in enumerate(r):
+            oy, ox = y + (h - t.shape[0]) // 2, x + (widths[j] - t.shape[1]) // 2
+            out[oy : oy + t.shape[0], ox : ox + t.shape[1]] = t
+            x += widths[j] + pad
+        y += h + pad
+    return out

@@ -179,3 +179,22 @@ def test_generation_fits_slices_as_training_did(tmp_path):
     back = gen._unfit(torch.as_tensor(there), h, w)
     assert back.shape == (1, 1, h, w)
     assert float((back - ramp).abs()[..., 2:-2, :].max()) < 0.1
+
+
+def test_a_datalist_of_label_volumes_gives_a_3d_synthetic_datalist(tmp_path):
+    from monai_siamese.data import load_label_entries, write_datalist
+
+    _label(tmp_path / "labels" / "a.nii.gz")
+    _label(tmp_path / "labels" / "b.nii.gz", values=(3, 2, 1))
+    datalist = write_datalist(
+        tmp_path / "masks.json", {"masks": [{"label": "labels/a.nii.gz"}, {"label": "labels/b.nii.gz"}]}
+    )
+    entries = load_label_entries(datalist, "masks")
+    assert all(Path(e["label"]).is_absolute() and Path(e["label"]).is_file() for e in entries)
+    res = _generator(entries, tmp_path / "out", mode="independent", k=0, samples_per_label=2).run()
+    assert res["written"] == 4
+    out = json.loads(Path(res["datalist"]).read_text())["training"]
+    assert len({e["image"] for e in out}) == 4 and len({e["seed"] for e in out}) == 4
+    assert sorted({e["source_label"] for e in out}) == sorted(e["label"] for e in entries)
+    for e in out:
+        assert nib.load(str(tmp_path / "out" / e["image"])).shape == (14, 11, 9)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from monai_siamese.data.visualize import label_to_rgb, overlay, to_uint8
 
-__all__ = ["VIEW_NAMES", "to_ras", "view_planes", "reformat_tiles"]
+__all__ = ["VIEW_NAMES", "to_ras", "view_planes", "reformat_tiles", "tile_table"]
 
 #: plane names of the views of a RAS volume, in the order of the normal axis (0: sagittal, 1: coronal, 2: axial)
 VIEW_NAMES = ("sagittal", "coronal", "axial")
@@ -108,3 +108,21 @@ def reformat_tiles(
             tile = to_uint8(unit[None])
         tiles.append(_display(tile, sp[u_ax], sp[v_ax], height))
     return tiles
+
+
+def tile_table(rows: Sequence[Sequence[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Tiles in a table: every column as wide as its widest tile, every row as tall as its tallest, tiles centred
+    (``visualize.grid`` gives every cell the largest tile's size, which wastes space with mixed aspect ratios)."""
+    ncol = max(len(r) for r in rows)
+    widths = [max(r[j].shape[1] for r in rows if j < len(r)) for j in range(ncol)]
+    heights = [max(t.shape[0] for t in r) for r in rows]
+    out = np.full((sum(heights) + pad * (len(rows) + 1), sum(widths) + pad * (ncol + 1), 3), 255, dtype=np.uint8)
+    y = pad
+    for r, h in zip(rows, heights):
+        x = pad
+        for j, t in enumerate(r):
+            oy, ox = y + (h - t.shape[0]) // 2, x + (widths[j] - t.shape[1]) // 2
+            out[oy : oy + t.shape[0], ox : ox + t.shape[1]] = t
+            x += widths[j] + pad
+        y += h + pad
+    return out

@@ -26,8 +26,8 @@ from monai.transforms import LoadImage
 from monai_siamese.data.datalist import read_datalist_file
 from monai_siamese.data.io import save_nifti
 from monai_siamese.data.labels import LabelValueError, map_label_values
-from monai_siamese.data.reformat import reformat_tiles
-from monai_siamese.data.visualize import grid, save_png
+from monai_siamese.data.reformat import reformat_tiles, tile_table
+from monai_siamese.data.visualize import save_png
 from monai_siamese.data.writer import SyntheticPairWriter
 from monai_siamese.utils import atomic_write_json
 
@@ -186,7 +186,7 @@ class SyntheticVolumeWriter(SyntheticPairWriter):
                 reformat_tiles(img3, affine, lo, hi),
                 reformat_tiles(img3, affine, lo, hi, label=label, show="overlay"),
             ]
-            save_png(grid(rows), self.root / "previews" / f"{name}.png")
+            save_png(tile_table(rows), self.root / "previews" / f"{name}.png")
             entry["preview"] = f"previews/{name}.png"
         atomic_write_json(self.record_path(name), entry)
         self.written += 1

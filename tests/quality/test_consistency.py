@@ -28,6 +28,7 @@ def test_consistent_volume_scores_higher_than_striped(region):
     assert a["pairs"] == b["pairs"] == 11  # slices 2..13 have foreground: pairs (2,3) ... (12,13)
     assert a["ncc"] > 0.95 and abs(b["ncc"]) < 0.2
     assert a["ssim"] > b["ssim"] + 0.3
+    assert b["jitter"] > 5 * a["jitter"] and b["jitter_ratio"] > 5 * a["jitter_ratio"]  # stripes: through-plane jitter
     assert consistency_gap(a, b) == pytest.approx(a["ncc"] - b["ncc"])
     same = adjacent_slice_similarity(np.repeat(smooth[:, :, :1], 16, 2), lab)
     assert same["ncc"] == pytest.approx(1.0) and same["ssim"] == pytest.approx(1.0, abs=1e-4)
@@ -59,4 +60,4 @@ def test_reformat_figure_rows_and_true_aspect(tmp_path):
     img = np.asarray(Image.open(path))
     # rows: real, independent, label; the tallest tile is 16 slices x 3 mm = 48 px
     assert img.shape[0] == 3 * (48 + 2) + 2
-    assert img.shape[1] > 110 + 24 + 24 + 20
+    assert img.shape[1] >= 50 + 24 + 24 + 20 + 4 * 2  # names column + axial (x) + coronal (x) + sagittal (y) widths

@@ -195,6 +195,10 @@ class ContextConditiond(RandomizableTransform, MapTransform):
         context_valid_key: key of the neighbour validity flags.
         previous_key: key of the previous image.
         previous_valid_key: key of the previous-image flag.
+        missing_previous: an item without a previous image (mask-only input, e.g. 2D pair generation from label
+            volumes with a consistent model): ``null`` gives it the null value, as the first slice of a volume
+            (the default); ``error`` raises.
+        image_channels: channels of the previous image when it is missing.
         allow_missing_keys: skip a missing mask key.
     """
 
@@ -216,6 +220,8 @@ class ContextConditiond(RandomizableTransform, MapTransform):
         context_valid_key: str = CONTEXT_VALID_KEY,
         previous_key: str = PREVIOUS_IMAGE_KEY,
         previous_valid_key: str = PREVIOUS_VALID_KEY,
+        missing_previous: str = "null",
+        image_channels: int = 1,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -237,6 +243,10 @@ class ContextConditiond(RandomizableTransform, MapTransform):
         self.context_valid_key = context_valid_key
         self.previous_key = previous_key
         self.previous_valid_key = previous_valid_key
+        if missing_previous not in ("null", "error"):
+            raise ValueError(f"missing_previous must be 'null' or 'error', got {missing_previous!r}")
+        self.missing_previous = missing_previous
+        self.image_channels = image_channels
 
     @property
     def channels(self) -> int:
@@ -256,13 +266,17 @@ class ContextConditiond(RandomizableTransform, MapTransform):
             lab = lab.as_tensor() if hasattr(lab, "as_tensor") else torch.as_tensor(lab)
             prev, prev_valid = None, None
             if self.previous_image:
-                if self.previous_key not in d:
+                if self.previous_key in d:
+                    prev = torch.as_tensor(d[self.previous_key]).float()
+                    prev_valid = torch.as_tensor(d.get(self.previous_valid_key, True), dtype=torch.bool)
+                elif self.missing_previous == "null":  # mask-only items (no image): like a volume's first slice
+                    prev = torch.full((self.image_channels, *lab.shape[1:]), self.null_value)
+                    prev_valid = torch.tensor(False)
+                else:
                     raise KeyError(
                         f"ContextConditiond: the item has no '{self.previous_key}' (build the dataset with "
-                        f"context_slices > 0 or previous_image=True)"
+                        f"context_slices > 0 or previous_image=True, or set missing_previous='null')"
                     )
-                prev = torch.as_tensor(d[self.previous_key]).float()
-                prev_valid = torch.as_tensor(d.get(self.previous_valid_key, True), dtype=torch.bool)
                 if drop_previous:
                     prev_valid = torch.zeros_like(prev_valid)
                 elif self.previous_noise_std > 0 and bool(prev_valid.all()):

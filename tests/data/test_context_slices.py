@@ -164,7 +164,10 @@ def test_fewer_neighbours_than_stored_and_missing_context_errors():
         ContextConditiond("label", num_classes=4, context_slices=2)(s1)
     plain = next(iter(iter_slices(item, axis=2)))
     with pytest.raises(KeyError, match="previous_image"):
-        ContextConditiond("label", num_classes=4, context_slices=0, previous_image=True)(plain)
+        ContextConditiond("label", num_classes=4, previous_image=True, missing_previous="error")(plain)
+    # a mask-only item gets the null previous image, like the first slice of a volume
+    cond = ContextConditiond("label", num_classes=4, previous_image=True)(plain)["cond"]
+    assert cond.shape[0] == 5 and bool((cond[-1] == NULL_CONDITION).all())
 
 
 def test_works_on_the_mni_demo_volume(demo_volume_dir):

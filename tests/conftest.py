@@ -24,6 +24,14 @@ def demo_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def demo_volume_dir(tmp_path_factory) -> str:
+    """The 3D demo volume, built once into a session folder."""
+    from monai_siamese.data.demo import build_demo_volume
+
+    return build_demo_volume(str(tmp_path_factory.mktemp("demo3d") / "mni152_volume"))
+
+
+@pytest.fixture(scope="session")
 def mni_t1():
     """The MNI152 2009 T1 template as a nibabel image (real pixels, real geometry)."""
     from nilearn import datasets

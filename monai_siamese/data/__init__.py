@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from monai_siamese.data.context import CONTEXT_KEYS, fit_context, slice_context
 from monai_siamese.data.datalist import DatalistError, load_datalist, select_entries, write_datalist
-from monai_siamese.data.demo import build_demo_data, demo_datalist, demo_dir, ensure_demo_data
+from monai_siamese.data.demo import (
+    build_demo_data,
+    build_demo_volume,
+    demo_datalist,
+    demo_dir,
+    demo_volume_datalist,
+    demo_volume_dir,
+    demo_volumes,
+    ensure_demo_data,
+    ensure_demo_volume,
+)
 from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range, to_unit_range
 from monai_siamese.data.io import image_shape, save_nifti, save_png_array
 from monai_siamese.data.labels import LabelMapd, LabelValueError, map_label_values
@@ -18,9 +29,14 @@ from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_
 from monai_siamese.data.sampling import ResumableBatchSampler, SeededDataset, item_seed
 from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
 from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
+from monai_siamese.data.volume import LabelVolume, SyntheticVolumeWriter, load_label_entries, read_label_volume
 from monai_siamese.data.writer import SaveSliceLabeld, SyntheticPairWriter, pair_name, slice_name
 
 __all__ = [
+    "LabelVolume",
+    "SyntheticVolumeWriter",
+    "load_label_entries",
+    "read_label_volume",
     "DatalistError",
     "DataValidationError",
     "IntensityPreset",
@@ -36,7 +52,15 @@ __all__ = [
     "SeededDataset",
     "SliceDataset",
     "SyntheticPairWriter",
+    "CONTEXT_KEYS",
     "build_demo_data",
+    "build_demo_volume",
+    "demo_volume_datalist",
+    "demo_volume_dir",
+    "demo_volumes",
+    "ensure_demo_volume",
+    "fit_context",
+    "slice_context",
     "build_slice_dataset",
     "demo_datalist",
     "demo_dir",

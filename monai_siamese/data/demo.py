@@ -33,6 +33,12 @@ __all__ = [
     "demo_datalist",
     "build_demo_data",
     "ensure_demo_data",
+    "demo_volumes",
+    "DEMO_VOLUME_VERSION",
+    "demo_volume_dir",
+    "demo_volume_datalist",
+    "build_demo_volume",
+    "ensure_demo_volume",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,11 +96,12 @@ def _load_mni() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t1, probs, np.asarray(t1_img.affine, dtype=np.float64)
 
 
-def build_demo_data(root: str | os.PathLike | None = None) -> str:
-    """Build the demo slices and datalist into ``root`` (atomically: built aside, then moved in place)."""
-    root = Path(root or demo_dir())
-    root.parent.mkdir(parents=True, exist_ok=True)
-    logger.info(f"building the MNI152 demo data in {root}")
+def demo_volumes() -> tuple[MetaTensor, MetaTensor]:
+    """The demo's T1 image and CSF/GM/WM label as channel-first 3D MetaTensors on the demo grid.
+
+    1.5 mm in-plane (192 mm field of view centred on the brain, 128 x 128), the template's 1 mm axial spacing kept
+    (189 slices), RAS; slice ``z`` of these volumes is the 2D demo's slice ``z``.
+    """
     t1, probs, affine = _load_mni()
     brain = probs[0] < 0.5
     xs, ys = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 2)))[0]
@@ -106,6 +113,15 @@ def build_demo_data(root: str | os.PathLike | None = None) -> str:
     label = MetaTensor(p.argmax(0, keepdim=True).to(torch.uint8), meta=dict(p.meta))
     image.meta["filename_or_obj"] = "nilearn:MNI152_T1_1mm (2009)"
     label.meta["filename_or_obj"] = "nilearn:MNI152_gm/wm/brain_mask (2009)"
+    return image, label
+
+
+def build_demo_data(root: str | os.PathLike | None = None) -> str:
+    """Build the demo slices and datalist into ``root`` (atomically: built aside, then moved in place)."""
+    root = Path(root or demo_dir())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    logger.info(f"building the MNI152 demo data in {root}")
+    image, label = demo_volumes()
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
@@ -150,4 +166,77 @@ def build_demo_data(root: str | os.PathLike | None = None) -> str:
             shutil.rmtree(tmp, ignore_errors=True)
     counts = {k: len(v) for k, v in splits.items()}
     logger.info(f"demo data ready in {root}: {counts}")
+    return str(root)
+
+
+# --- the same demo as one 3D volume, for 3D trainers and slice-consistent volume generation --------------------
+
+DEMO_VOLUME_VERSION = "mni152-2009-volume-v1"
+
+
+def demo_volume_dir() -> str:
+    """Folder of the 3D demo (``$MONAI_SIAMESE_DEMO_VOLUME_DIR`` or ``~/.cache/monai_siamese/<version>``); not
+    built."""
+    env = os.environ.get("MONAI_SIAMESE_DEMO_VOLUME_DIR")
+    if env:
+        return str(Path(env).expanduser())
+    return str(Path.home() / ".cache" / "monai_siamese" / DEMO_VOLUME_VERSION)
+
+
+def demo_volume_datalist() -> str:
+    """Path of the 3D demo ``datalist.json``, building the 3D demo first if needed."""
+    return str(Path(ensure_demo_volume()) / "datalist.json")
+
+
+def ensure_demo_volume(root: str | os.PathLike | None = None) -> str:
+    """Return the 3D demo folder, building it once when missing or from another version."""
+    root = Path(root or demo_volume_dir())
+    marker = root / _MARKER
+    if not (marker.is_file() and marker.read_text().strip() == DEMO_VOLUME_VERSION):
+        build_demo_volume(str(root))
+    return str(root)
+
+
+def build_demo_volume(root: str | os.PathLike | None = None) -> str:
+    """Build the MNI152 demo as one 3D image + label NIfTI pair and a small 3D datalist, offline (nilearn).
+
+    Same grid and classes as the 2D demo (:func:`demo_volumes`: 1.5 mm in-plane, 128 x 128 x 189, 0 background,
+    1 CSF, 2 GM, 3 WM). Layout: ``images/mni152_t1.nii.gz``, ``labels/mni152_label.nii.gz`` and ``datalist.json``
+    with the pair under ``training`` and the label alone under ``masks`` (the input of a volume generation run:
+    ``{"label": ...}`` entries). One subject only: there is nothing to split, so the datalist is for smoke tests,
+    consistency measurements and the 3D drop-in check, not for a held-out evaluation. Built aside and moved in
+    place atomically; cached until :data:`DEMO_VOLUME_VERSION` changes.
+    """
+    root = Path(root or demo_volume_dir())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    logger.info(f"building the MNI152 3D demo volume in {root}")
+    image, label = demo_volumes()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        save_nifti(image[0].float(), image.affine, tmp / "images" / "mni152_t1.nii.gz")
+        save_nifti(label[0].to(torch.uint8), label.affine, tmp / "labels" / "mni152_label.nii.gz")
+        pair = {"image": "images/mni152_t1.nii.gz", "label": "labels/mni152_label.nii.gz"}
+        write_datalist(
+            tmp / "datalist.json",
+            {"training": [pair], "masks": [{"label": pair["label"]}]},
+            relative=False,
+            extra={
+                "name": "MNI152 2009 T1 demo (3D volume)",
+                "description": "MNI152 2009 T1 template with CSF/GM/WM labels as one 3D volume (1.5 mm in-plane)",
+                "labels": {str(i): n for i, n in enumerate(CLASS_NAMES)},
+                "num_classes": len(CLASS_NAMES),
+                "modality": "MR T1",
+                "preset": "mr",
+                "slice_axis": 2,
+                "version": DEMO_VOLUME_VERSION,
+            },
+        )
+        atomic_write_text(tmp / _MARKER, DEMO_VOLUME_VERSION + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(f"3D demo volume ready in {root}")
     return str(root)

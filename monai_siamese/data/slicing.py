@@ -12,6 +12,8 @@ import torch
 from monai.data import Dataset, MetaTensor
 from monai.transforms import apply_transform
 
+from monai_siamese.data.context import fit_context, slice_context
+
 __all__ = ["slice_affine", "foreground_count", "iter_slices", "SliceDataset", "PROVENANCE_KEYS"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ def iter_slices(
     foreground_classes: Sequence[int] | None = None,
     image_key: str = "image",
     label_key: str = "label",
+    context_slices: int = 0,
+    previous_image: bool | None = None,
 ) -> Iterator[dict]:
     """Yield the 2D slices of a loaded, channel-first item, with geometry and provenance.
 
@@ -74,7 +78,16 @@ def iter_slices(
         foreground_classes: classes counted as foreground (default: all non-zero).
         image_key: image key.
         label_key: label key.
+        context_slices: 2.5D context: add the labels of the ``k`` neighbours on each side of every slice and the
+            previous slice's image (see :mod:`monai_siamese.data.context`); 0 adds nothing (unless
+            ``previous_image``). Neighbours are taken from the whole volume, kept by the foreground filter or not.
+        previous_image: add the previous slice's image (default: when ``context_slices > 0``).
     """
+    previous_image = context_slices > 0 if previous_image is None else bool(previous_image)
+    with_context = context_slices > 0 or previous_image
+    ctx_kwargs: dict[str, Any] = dict(
+        context_slices=context_slices, previous_image=previous_image, image_key=image_key, label_key=label_key
+    )
     image, label = item.get(image_key), item.get(label_key)
     if image is None and label is None:
         raise ValueError(f"item has neither '{image_key}' nor '{label_key}'")
@@ -91,6 +104,8 @@ def iter_slices(
             slice_index=int(item.get("slice_index", -1)),
             slice_axis=int(item.get("slice_axis", -1)),
         )
+        if with_context:
+            out.update(slice_context(item, out, axis, -1, **ctx_kwargs))
         yield out
         return
     if image.ndim != 4:
@@ -131,6 +146,8 @@ def iter_slices(
                 sl = MetaTensor(sl.as_tensor(), meta=meta)
             out[key] = sl
         out.update(source_image=src_img, source_label=src_lab, slice_index=int(k), slice_axis=int(axis))
+        if with_context:
+            out.update(slice_context(item, out, axis, int(k), **ctx_kwargs))
         yield out
 
 
@@ -155,6 +172,11 @@ class SliceDataset(Dataset):
         progress: log progress.
         allow_empty: an empty ``data`` list gives an empty dataset instead of an error (e.g. an optional
             synthetic part); items that yield no slice are still an error.
+        context_slices: 2.5D context for slice-consistent volume generation: every slice also carries the labels of
+            its ``k`` neighbours on each side (clamped at the volume's edges, with a validity flag) and the previous
+            slice's image, fitted by the same ``slice_transform`` (keys in :mod:`monai_siamese.data.context`;
+            encode them with :class:`~monai_siamese.transforms.ContextConditiond`). 0 (default) adds nothing.
+        previous_image: add the previous slice's image (default: when ``context_slices > 0``).
     """
 
     def __init__(
@@ -170,6 +192,8 @@ class SliceDataset(Dataset):
         max_slices: int | None = None,
         progress: bool = True,
         allow_empty: bool = False,
+        context_slices: int = 0,
+        previous_image: bool | None = None,
     ) -> None:
         self.source = list(data)
         self.load_transform = load_transform
@@ -177,13 +201,24 @@ class SliceDataset(Dataset):
         self.min_foreground = min_foreground
         self.foreground_classes = foreground_classes
         self.slice_transform = slice_transform
+        self.context_slices = context_slices
+        self.previous_image = context_slices > 0 if previous_image is None else bool(previous_image)
+        with_context = context_slices > 0 or self.previous_image
         slices: list[dict] = []
 
         def _load(entry: dict) -> list[dict]:
             loaded = apply_transform(self.load_transform, entry)
             items = []
-            for s in iter_slices(loaded, axis, min_foreground, foreground_classes):
-                items.append(apply_transform(slice_transform, s) if slice_transform is not None else s)
+            for s in iter_slices(
+                loaded,
+                axis,
+                min_foreground,
+                foreground_classes,
+                context_slices=context_slices,
+                previous_image=self.previous_image,
+            ):
+                fitted = apply_transform(slice_transform, s) if slice_transform is not None else s
+                items.append(fit_context(fitted, slice_transform) if with_context else fitted)
             return items
 
         if num_workers > 0:

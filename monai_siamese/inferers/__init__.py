@@ -7,11 +7,25 @@ from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.latent import LatentSampler
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 from monai_siamese.inferers.siamese import ImageHint, SiameseDiffusionInferer, make_image_hint
+from monai_siamese.inferers.volume import (
+    EmptySlices,
+    SliceNoise,
+    VolumeGenerator,
+    VolumeMode,
+    condition_channels_of,
+    slice_noise_seed,
+)
 
 __all__ = [
     "ImageHint",
     "SiameseDiffusionInferer",
     "make_image_hint",
+    "EmptySlices",
+    "SliceNoise",
+    "VolumeGenerator",
+    "VolumeMode",
+    "condition_channels_of",
+    "slice_noise_seed",
     "DynamicGuidingMask",
     "InpaintJobs",
     "ConditionalSampler",

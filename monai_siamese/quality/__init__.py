@@ -4,6 +4,13 @@ conditioning mask), FID/KID on the segmenter's pooled encoder features (or a use
 
 from __future__ import annotations
 
+from monai_siamese.quality.consistency import (
+    SimilarityRegion,
+    adjacent_slice_similarity,
+    consistency_gap,
+    reformat_figure,
+    volume_consistency,
+)
 from monai_siamese.quality.faithfulness import faithfulness_dice, nanmean_per_class, per_class_scores
 from monai_siamese.quality.fidelity import (
     MS_SSIM_WEIGHTS,
@@ -33,6 +40,11 @@ from monai_siamese.quality.segmenter import (
 )
 
 __all__ = [
+    "SimilarityRegion",
+    "adjacent_slice_similarity",
+    "consistency_gap",
+    "reformat_figure",
+    "volume_consistency",
     "MS_SSIM_WEIGHTS",
     "SPEC_FILE",
     "FeaturePool",

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from monai_siamese.transforms.context import (
+    ContextConditiond,
+    ContextEdge,
+    context_channels,
+    encode_context,
+    select_context,
+)
 from monai_siamese.transforms.mask import (
     NULL_CONDITION,
     BatchMaskAblation,
@@ -25,6 +32,11 @@ from monai_siamese.transforms.morphology import (
 )
 
 __all__ = [
+    "ContextConditiond",
+    "ContextEdge",
+    "context_channels",
+    "encode_context",
+    "select_context",
     "ErodeLabeld",
     "InpaintConditiond",
     "MaskStatistics",

@@ -35,3 +35,24 @@ def test_demo_pixels_and_labels(demo_dir):
             means[c].append(float(img[lab == c].mean()))
     csf, gm, wm = (np.mean(means[c]) for c in (1, 2, 3))
     assert wm > gm > csf  # T1 contrast
+
+
+def test_demo_volume_matches_the_2d_demo(demo_dir, demo_volume_dir):
+    import nibabel as nib
+
+    content = json.loads(open(f"{demo_volume_dir}/datalist.json").read())
+    assert content["num_classes"] == 4 and content["labels"]["3"] == "WM" and content["slice_axis"] == 2
+    (pair,) = load_datalist(f"{demo_volume_dir}/datalist.json", "training")
+    img, lab = nib.load(pair["image"]), nib.load(pair["label"])
+    assert img.shape == lab.shape == (128, 128, 189)
+    np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), [1.5, 1.5, 1.0])
+    np.testing.assert_array_equal(img.affine, lab.affine)
+    assert set(np.unique(np.asarray(lab.dataobj))) == {0, 1, 2, 3}
+    # slice z of the volume is the 2D demo's slice z (pixels, label and geometry)
+    load = LoadImage(image_only=True)
+    entry = load_datalist(f"{demo_dir}/datalist.json", "test")[0]
+    z = entry["slice_index"]
+    np.testing.assert_allclose(np.asarray(img.dataobj)[:, :, z], load(entry["image"]).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(lab.dataobj)[:, :, z], load(entry["label"]).numpy())
+    np.testing.assert_allclose(img.affine[:3, 3] + img.affine[:3, 2] * z, load(entry["image"]).affine[:3, 3].numpy())
+    assert content["masks"] == [{"label": "labels/mni152_label.nii.gz"}]

@@ -35,6 +35,7 @@ __all__ = [
     "check_bundle",
     "missing_properties",
     "run_bundle",
+    "generate_volumes",
 ]
 
 #: the config every bundle's other configs are deltas over (model-zoo stacking)
@@ -232,3 +233,36 @@ def run_bundle(
         return wf.run()
     finally:
         wf.finalize()
+
+
+def generate_volumes(
+    bundle: str | os.PathLike,
+    labels: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    configs: Sequence[str] = ("inference.json",),
+    overrides: Mapping[str, Any] | None = None,
+) -> Any:
+    """Whole synthetic volumes from 3D label maps with a trained generator bundle (its ``volume`` run, a
+    :class:`~monai_siamese.inferers.VolumeGenerator`): each label's NIfTI volume is written to ``out`` with the
+    label's affine and shape, plus the label copy and a 3D datalist (``out/datalist.json``).
+
+    Args:
+        bundle: bundle name or folder.
+        labels: label volume files.
+        out: output folder.
+        configs: the bundle's sampling configs (add those the model was trained with, e.g. ``demo.json``,
+            ``context.json``; a mismatch stops with one line naming the keys).
+        overrides: further overrides (``ckpt_dir``, ``seed``, ``volume_mode``, ``volumes_per_label``...).
+    """
+    from monai_siamese.data.datalist import write_datalist
+
+    out = Path(out).resolve()
+    missing = [str(p) for p in labels if not Path(p).is_file()]
+    if missing:
+        from monai_siamese.errors import InputError
+
+        raise InputError(f"{', '.join(missing)}: label file not found")
+    entries = [{"label": str(Path(p).resolve())} for p in labels]
+    datalist = write_datalist(out / "labels_to_generate.json", {"masks": entries}, relative=False)
+    over = {"volume_datalist": datalist, "volume_split": "masks", "output_dir": str(out), **dict(overrides or {})}
+    return run_bundle(bundle, configs, "volume", "infer", over)

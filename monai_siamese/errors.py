@@ -2,7 +2,7 @@
 
 Every error that names a bad file or setting derives from :class:`InputError`. Raised inside a bundle config
 expression, MONAI wraps it in "Failed to evaluate ConfigExpression" with a long traceback; :func:`install_excepthook`
-(installed when ``python -m monai.bundle`` or ``python -m monai_siamese`` imports this package) prints such an error
+(installed when ``python -m monai.bundle`` imports this package, and by ``python -m monai_siamese``) prints such an error
 as one line, ``error: <message>``, and exits with status 1. Programs that catch exceptions (servers, notebooks,
 tests) are not affected: only an uncaught error at the top level of those two commands is reported this way.
 """
@@ -52,7 +52,7 @@ def install_excepthook(force: bool = False) -> bool:
     """Report uncaught :class:`InputError` as one line on ``python -m monai.bundle`` / ``python -m monai_siamese``
     (or always with ``force``); returns whether the hook is installed."""
     argv0 = sys.argv[0].replace("\\", "/") if sys.argv else ""
-    command = argv0.endswith(("monai/bundle/__main__.py", "monai_siamese/__main__.py", "bin/monai-siamese"))
+    command = argv0.endswith("monai/bundle/__main__.py")  # python -m monai_siamese installs it in cli.main
     if not (force or command) or getattr(sys.excepthook, "_monai_siamese", False):
         return getattr(sys.excepthook, "_monai_siamese", False)
     sys.excepthook = _hook(sys.excepthook)

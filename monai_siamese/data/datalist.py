@@ -70,6 +70,7 @@ def load_datalist(
     dataset_dir: str | os.PathLike | None = None,
     path_keys: Sequence[str] = PATH_KEYS,
     required: bool = True,
+    entry_key: str = "image",
 ) -> list[dict]:
     """Load one split of a MONAI datalist, with absolute paths.
 
@@ -83,6 +84,8 @@ def load_datalist(
         dataset_dir: optional base folder for relative paths.
         path_keys: entry keys holding paths.
         required: raise when the split is missing (else return ``[]``).
+        entry_key: the key every entry must have (``label`` for lists of masks or label volumes to generate from:
+            ``{"masks": [{"label": "labels/case1.nii.gz"}]}``); a bare string entry is taken as that key.
     """
     content = read_datalist_file(datalist)
     if key not in content:
@@ -97,9 +100,9 @@ def load_datalist(
     out = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
-            entry = {"image": entry}
-        if not isinstance(entry, Mapping) or "image" not in entry:
-            raise DatalistError(f"{datalist}: entry {i} of '{key}' has no 'image' ({entry!r})")
+            entry = {entry_key: entry}
+        if not isinstance(entry, Mapping) or entry_key not in entry:
+            raise DatalistError(f"{datalist}: entry {i} of '{key}' has no '{entry_key}' ({entry!r})")
         e = dict(entry)
         for k in path_keys:
             if isinstance(e.get(k), str):

@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from monai.transforms import LoadImage
 
-from monai_siamese.data.datalist import read_datalist_file
+from monai_siamese.data.datalist import load_datalist
 from monai_siamese.data.io import save_nifti
 from monai_siamese.data.labels import LabelValueError, map_label_values
 from monai_siamese.data.reformat import reformat_tiles, tile_table
@@ -107,26 +106,9 @@ def read_label_volume(
 def load_label_entries(
     datalist: str | os.PathLike, key: str = "masks", dataset_dir: str | os.PathLike | None = None
 ) -> list[dict]:
-    """Entries of a datalist split with a ``label`` (and optionally an ``image``), paths made absolute.
-
-    Unlike :func:`~monai_siamese.data.load_datalist` an entry needs no ``image``: a list of label volumes to
-    generate from is ``{"masks": [{"label": "labels/case1.nii.gz"}, ...]}``.
-    """
-    content = read_datalist_file(datalist)
-    if key not in content or not isinstance(content[key], list):
-        raise ValueError(f"{datalist}: has no '{key}' list (keys found: {sorted(content)})")
-    bases = ([Path(dataset_dir)] if dataset_dir else []) + [Path(datalist).resolve().parent]
-    out = []
-    for i, entry in enumerate(content[key]):
-        e = {"label": entry} if isinstance(entry, str) else dict(entry)
-        if "label" not in e:
-            raise ValueError(f"{datalist}: entry {i} of '{key}' has no 'label' ({entry!r})")
-        for k in ("image", "label"):
-            if isinstance(e.get(k), str) and not os.path.isabs(os.path.expanduser(e[k])):
-                cands = [b / e[k] for b in bases]
-                e[k] = str(next((c for c in cands if c.exists()), cands[0]).resolve())
-        out.append(e)
-    return out
+    """Entries of a datalist split with a ``label`` (and optionally an ``image``), paths made absolute: a list of
+    label volumes to generate from is ``{"masks": [{"label": "labels/case1.nii.gz"}, ...]}``."""
+    return load_datalist(datalist, key, dataset_dir, entry_key="label")
 
 
 class SyntheticVolumeWriter(SyntheticPairWriter):

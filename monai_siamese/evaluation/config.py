@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from monai_siamese.errors import InputError
+
 __all__ = [
     "REAL_ARM",
     "CLI_OPTIONS",
@@ -113,6 +115,10 @@ class Arm:
     def set_name(self) -> str:
         """The synthetic set the arm draws from (method and mask source)."""
         return f"{self.method}@{source_tag(self.mask_source)}"
+
+
+class ConfigError(InputError, ValueError):
+    """An evaluation setting that does not exist or cannot be used."""
 
 
 @dataclass
@@ -224,7 +230,7 @@ class EvaluationConfig:
         names = {f.name for f in dataclasses.fields(self)}
         bad = sorted(set(values) - names)
         if bad:
-            raise ValueError(f"unknown evaluation setting(s) {bad}; known: {sorted(names)}")
+            raise ConfigError(f"unknown evaluation setting(s) {bad}; known: {sorted(names)}")
         return dataclasses.replace(self, **dict(values))
 
 

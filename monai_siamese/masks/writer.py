@@ -125,7 +125,7 @@ def load_regime_masks(
             into 2D slices with enough foreground (see :func:`~monai_siamese.data.iter_slices`).
         min_foreground: foreground pixels (or fraction) a slice needs when slicing.
     """
-    entries = load_datalist(regime_datalist, split, dataset_dir)
+    entries = load_datalist(regime_datalist, split, dataset_dir, entry_key="label")
     missing = [i for i, e in enumerate(entries) if not e.get("label")]
     if missing:
         raise ValueError(f"{regime_datalist}: entries {missing} of '{split}' have no 'label'")
@@ -465,7 +465,7 @@ def conditioning_entries(
     """
     from monai_siamese.data.datalist import select_entries
 
-    entries = load_datalist(datalist, split, dataset_dir)
+    entries = load_datalist(datalist, split, dataset_dir, entry_key="label")
     if num_regime is not None and num_regime < len(entries):
         entries = select_entries(entries, num_regime, seed)
         if out_dir is not None:
@@ -491,4 +491,4 @@ def conditioning_entries(
         options=options,
         **kwargs,
     )
-    return load_datalist(res.datalist, res.split)
+    return load_datalist(res.datalist, res.split, entry_key="label")

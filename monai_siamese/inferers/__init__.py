@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed
+from monai_siamese.inferers.generate import Job, PairGenerator, sample_seed, to_source_grid
 from monai_siamese.inferers.guiding import DynamicGuidingMask, InpaintJobs
 from monai_siamese.inferers.latent import LatentSampler
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
@@ -34,5 +34,6 @@ __all__ = [
     "LatentSampler",
     "PairGenerator",
     "sample_seed",
+    "to_source_grid",
     "seeded_noise",
 ]

@@ -15,12 +15,24 @@ from monai_siamese.data.writer import SyntheticPairWriter, pair_name
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 from monai_siamese.utils import default_device
 
-__all__ = ["Job", "QualityFilter", "PairGenerator", "sample_seed"]
+__all__ = ["Job", "QualityFilter", "PairGenerator", "sample_seed", "to_source_grid"]
 
 logger = logging.getLogger(__name__)
 
 #: ``[(accepted, reason), ...] = filter(images in [-1, 1], labels, items)`` for a batch
 QualityFilter = Callable[[torch.Tensor, torch.Tensor, Sequence[Mapping]], Sequence[tuple[bool, str | None]]]
+
+
+def to_source_grid(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Undo :func:`~monai_siamese.data.fit_slice_transform` (longest side resized to the model size, then centred
+    padding) on a generated ``(C, h, w)`` image: remove the padding and resize bilinearly to the source ``shape``."""
+    size = image.shape[1:]
+    scale = max(size) / max(shape)
+    inner = [min(s, max(1, int(round(d * scale)))) for s, d in zip(size, shape)]
+    starts = [(s - r) // 2 for s, r in zip(size, inner)]
+    crop = image[:, starts[0] : starts[0] + inner[0], starts[1] : starts[1] + inner[1]]
+    out = torch.nn.functional.interpolate(crop[None].float(), size=tuple(shape), mode="bilinear", align_corners=False)
+    return out[0].to(image.dtype)
 
 
 def sample_seed(seed: int, mask_index: int, sample_index: int) -> int:
@@ -68,6 +80,11 @@ class PairGenerator:
         hooks_fn: builds per-step hooks for a batch (guiding-mask blending), given the items and the seeds.
         quality_filter: optional filter; rejected pairs are counted by reason and not written.
         label_fn: maps the conditioning label to the written label (e.g. erosion); default identity.
+        source_load: write pairs on the grid of their source mask instead of the model's: the transform that loads
+            a ``{"label": path}`` as the dataset did (e.g. the bundle's ``load_transform``); the generated image is
+            resampled back (the inverse of :func:`~monai_siamese.data.fit_slice_transform`: padding removed,
+            bilinear resize) and paired with the source mask at its own resolution, so a generator run at a lower
+            size than the segmenter gives sharp labels (2D source masks; others stay on the model grid).
         max_masks: use only the first ``max_masks`` masks.
         progress: log progress.
     """
@@ -93,6 +110,7 @@ class PairGenerator:
         label_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         max_masks: int | None = None,
         progress: bool = True,
+        source_load: Callable[[Mapping], Mapping] | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.sampler = sampler
@@ -111,6 +129,7 @@ class PairGenerator:
         self.hooks_fn = hooks_fn
         self.quality_filter = quality_filter
         self.label_fn = label_fn
+        self.source_load = source_load
         self.num_masks = len(dataset) if max_masks is None else min(max_masks, len(dataset))
         self.progress = progress
         self._names: dict[int, tuple[str, int]] = {}
@@ -154,12 +173,17 @@ class PairGenerator:
         return images, items
 
     def _write(self, job: Job, image: torch.Tensor, item: Mapping) -> None:
-        label = torch.as_tensor(item["label"]).long().cpu()
+        label, affine = item["label"], getattr(item["label"], "affine", None)
+        if self.source_load is not None and item.get("source_label"):
+            native = self.source_load({"label": str(item["source_label"])})["label"]
+            if native.ndim == 3:  # a 2D source mask: the pair goes back onto its grid
+                image = to_source_grid(image, tuple(native.shape[1:]))
+                label, affine = native, getattr(native, "affine", None)
+        label = torch.as_tensor(label).long().cpu()
         if self.label_fn is not None:
             label = self.label_fn(label)
         rng = item.get(RANGE_KEY)
         lo, hi = (float(rng[0]), float(rng[1])) if rng is not None else (0.0, 1.0)
-        affine = getattr(item["label"], "affine", None)
         record = {
             "seed": job.seed,
             "sample_index": job.sample_index,

@@ -108,3 +108,18 @@ def test_oracle_denoiser_recovers_the_single_training_image(prediction_type, ste
     s = ConditionalSampler(sched, num_inference_steps=steps)
     out = s(oracle, torch.zeros(2, 1, 8, 8), seeded_noise((1, 8, 8), [0, 1]))
     torch.testing.assert_close(out, c.expand(2, -1, -1, -1), atol=2e-3, rtol=0)
+
+
+def test_to_source_grid_inverts_the_fit_transform():
+    """A non-square slice fitted to 32 x 32 (longest side resized, then padded) comes back onto its own grid."""
+    from monai.data import MetaTensor
+
+    from monai_siamese.data import fit_slice_transform
+    from monai_siamese.inferers import to_source_grid
+
+    src = torch.zeros(1, 40, 24)
+    src[:, 10:30, 6:18] = 1.0
+    fitted = fit_slice_transform(32)({"image": MetaTensor(src * 2 - 1), "label": MetaTensor(src)})["image"]
+    back = to_source_grid(fitted.as_tensor(), (40, 24))
+    assert back.shape == (1, 40, 24)
+    assert float(((back > 0) == (src > 0.5)).float().mean()) > 0.97

@@ -196,7 +196,7 @@ class EvaluationConfig:
     seg_configs: list[str] = field(default_factory=lambda: ["train.json", "demo.json"])
     seg_iterations: int = 600
     seg_batch_size: int = 8
-    seg_spatial_size: int = 64
+    seg_spatial_size: int = 128
     seg_overrides: dict[str, Any] = field(default_factory=dict)
     synthetic_ratio: float = 0.25
     judge_iterations: int | None = None
@@ -272,11 +272,14 @@ def run_tag(num_real: int, draw: int, seed: int) -> str:
 def preset_config(preset: Preset | str) -> EvaluationConfig:
     """The settings of a preset.
 
-    - ``demo``: regimes N = 4 and 8, one slice draw per regime, 3 segmentation seeds; one generator per regime
-      (its ``demo.json``: 64 x 64, 1000 iterations on the draw's N pairs), 8 samples per mask with 25 DDIM steps;
-      segmentation 64 x 64 (not the calibration's 128: time), UNet (16, 32, 64, 128) without residual units,
-      600 iterations at batch 8, a quarter of every batch synthetic in the mixed arms. Measured: 81 minutes of
-      stages for two methods (seg_guided_diffusion, meddiff_ft) on 2 shared CPU cores; ``--methods`` picks fewer.
+    - ``demo``: regimes N = 4 and 8, two slice draws per regime x 3 segmentation seeds (6 paired runs); the
+      segmentation bundle at the demo data's native 128 x 128 with its residual units, 600 iterations at batch 8
+      (DESIGN.md's calibration; the judge 900 iterations on the whole pool), a quarter of every batch synthetic in
+      the mixed arms; one generator per regime and draw (its ``demo.json``: 64 x 64, 600 iterations on the draw's N
+      pairs; MedDiff-FT fine-tunes the seg-guided one), 8 pairs per real mask sampled with DPM-Solver++ (2M) in 10
+      steps and written back on their mask's 128 x 128 grid (``output_grid`` source: sharp labels); every method
+      on the regime's masks and on new masks (half augmented, half interpolated between two regime masks: the
+      anatomy between annotated slices, chosen a priori). CPU, 2 workers.
     - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
       iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
       (the calibration's setting, residual units). GPU.
@@ -286,11 +289,14 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
     if preset == Preset.DEMO:
         return EvaluationConfig(
             preset=preset.value,
-            draws=[0],
-            gen_iterations=1000,
+            draws=[0, 1],
+            seg_spatial_size=128,
+            seg_iterations=600,
+            judge_iterations=900,
+            gen_iterations=600,
             samples_per_mask=8,
-            seg_overrides={"network_def#num_res_units": 0},
-            gen_infer_overrides={"num_inference_steps": 25},
+            gen_infer_overrides={"sampler": "dpmpp_2m", "num_inference_steps": 10, "output_grid": "source"},
+            mask_sources=["regime", "augmented:0.5,interpolated:0.5"],
         )
     if preset == Preset.FULL:
         return EvaluationConfig(

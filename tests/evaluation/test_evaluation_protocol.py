@@ -101,6 +101,7 @@ def test_arms_cross_methods_sources_and_selections():
 def test_presets_and_helpers():
     demo, full = preset_config("demo"), preset_config("full")
     assert demo.regimes == [4, 8] and len(demo.seeds) >= 3 and demo.seg_iterations == 600
+    assert len(demo.draws) >= 2 and demo.seg_spatial_size == 128 and "regime" in demo.mask_sources
     assert len(full.seeds) >= 5 and full.seg_iterations == 1800
     with pytest.raises(ValueError, match="unknown evaluation setting"):
         demo.update({"regime": [4]})

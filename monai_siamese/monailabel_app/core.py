@@ -259,8 +259,11 @@ def synthesize(
 
     The bundle's inference workflow runs on a one-entry datalist (so slicing, foreground filter, intensity preset,
     sampling and writing are the bundle's own); its 2D pairs are resampled back onto the source grid
-    (:func:`paste_slices`). A 2D source gives one slice; a 3D source is cut along the bundle's ``slice_axis`` and
-    every slice with at least ``min_foreground`` foreground pixels is synthesised (or only ``slice_index``).
+    (:func:`paste_slices`). A 2D source gives one slice. A 3D source, with a bundle that has a ``volume`` run
+    (:class:`~monai_siamese.inferers.VolumeGenerator`), becomes one whole volume on the label's grid, slices sampled
+    in order (consistent with their neighbours for a 2.5D model, see ``context.json``); with other bundles, or with
+    ``slice_index``, it is cut along the bundle's ``slice_axis`` and every slice with at least ``min_foreground``
+    foreground pixels is synthesised (or only ``slice_index``) and pasted back.
 
     Args:
         bundle: generator bundle folder.
@@ -273,7 +276,7 @@ def synthesize(
         slice_index: synthesise only this slice (index along ``slice_axis`` of the RAS-oriented volume).
         configs: bundle config files (``inference.json`` plus overrides such as ``demo.json``).
         overrides: the server's own config overrides (network size, ``ckpt_dir``...: trusted, not checked).
-            MedDiff-FT runs with ``mask_source="real"`` (inpaint for this label, not a generated mask) and no quality
+            MedDiff-FT runs with ``mask_source="regime"`` (inpaint for this label, not a new mask) and no quality
             filter unless overridden.
         fill: value of voxels not synthesised: ``min`` (the source's minimum), ``zero`` or ``source`` (the real
             image there).
@@ -294,7 +297,9 @@ def synthesize(
     work = Path(tempfile.mkdtemp(prefix="synth_", dir=work_dir))
     try:
         # MedDiff-FT: inpaint for this label (not a generated mask), no filter that could drop the only sample
-        over = {"mask_source": "real", "use_quality_filter": False, **dict(overrides or {}), **req}
+        over = {"mask_source": "regime", "use_quality_filter": False, **dict(overrides or {}), **req}
+        if slice_index is None and nib.load(str(image)).ndim >= 3 and _has_run(bundle, configs, "volume"):
+            return _synthesize_volume(bundle, image, label, out_file, samples, seed, configs, over, work)
         if slice_index is not None:
             axis = int(over.get("slice_axis", 2))
             label = masked_label(label, int(slice_index), axis, work / "label_slice.nii.gz")
@@ -307,7 +312,6 @@ def synthesize(
                 "output_dir": str(pairs_dir),
                 "mask_split": "training",
                 "samples_per_mask": int(samples),
-                "max_samples_per_canvas": int(samples),
                 "num_pairs": None,
                 "seed": int(seed),
             }
@@ -352,6 +356,31 @@ def synthesize(
     finally:
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _has_run(bundle: Path, configs: Sequence[str], run_id: str) -> bool:
+    from monai_siamese.bundles import read_config
+
+    return run_id in read_config(bundle, configs).config
+
+
+def _synthesize_volume(
+    bundle: Path, image: str, label: str, out_file: str | os.PathLike, samples: int, seed: int,
+    configs: Sequence[str], over: dict[str, Any], work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """A 3D request through the bundle's ``volume`` run: the synthetic volume on exactly the label's grid."""
+    datalist = write_datalist(work / "volumes.json", {"masks": [{"label": str(label), "image": str(image)}]}, False)
+    out_dir = work / "volumes"
+    over = {**over, "volume_datalist": datalist, "volume_split": "masks", "output_dir": str(out_dir),
+            "samples_per_volume": int(samples), "volume_mask_source": "regime", "seed": int(seed)}  # fmt: skip
+    run_bundle(bundle, list(configs), "volume", "infer", over)
+    entries = _read_pairs(out_dir)
+    src = nib.load(str(image))
+    vols = [np.asarray(nib.load(str(out_dir / e["image"])).dataobj, dtype=np.float32) for e in entries]
+    data = vols[0] if len(vols) == 1 else np.stack(vols, -1)
+    save_nifti(data, src.affine, out_file)
+    return {"method": bundle.name, "samples": int(samples), "seed": int(seed), "volume": True, "pairs": len(entries),
+            "shape": list(data.shape), "seeds": [e.get("seed") for e in entries]}  # fmt: skip
 
 
 def segment(

@@ -131,7 +131,8 @@ def make_scheduler(
         model = "a rectified-flow" if flow else "a DDPM-trained"
         valid = [s.value for s in SamplerType if (s in _FLOW_SAMPLERS) == flow]
         raise ValueError(f"sampler {kind.value!r} cannot sample {model} model; use one of {valid}")
-    if kind == SamplerType.EULER:
+    if kind == SamplerType.EULER:  # sample clipping is a DDPM-family option: the flow sampler has none
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("clip_sample")}
         return RFlowScheduler(num_train_timesteps=num_train_timesteps, use_discrete_timesteps=False, **kwargs)
     cls = {
         SamplerType.DDIM: DDIMScheduler,

@@ -152,10 +152,18 @@ def test_meddiff_sd15_inpainting(tmp_path, demo_dir, tiny_sd_inpaint):
     assert len(datalist) == 2
 
 
-def test_seg_guided_sd15_concat(tmp_path, demo_dir, tiny_sd):
-    wf = _train("seg_guided_diffusion", tmp_path, demo_dir, tiny_sd)
+@pytest.mark.parametrize("objective", ["ddpm", "rflow"])
+def test_seg_guided_sd15_concat(tmp_path, demo_dir, tiny_sd, objective):
+    """Concat conditioning on a Stable Diffusion UNet; ``objective: rflow`` fine-tunes it as a rectified flow (the
+    noise process and the Euler sampler replace the folder's DDPM scheduler, in training and sampling alike)."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    wf = _train("seg_guided_diffusion", tmp_path, demo_dir, tiny_sd, objective=objective)
     assert wf.parser.get_parsed_content("network").in_channels == 4 + 4
-    _generate("seg_guided_diffusion", tmp_path, demo_dir, tiny_sd, max_masks=2, samples_per_mask=1)
+    assert isinstance(wf.parser.get_parsed_content("noise_scheduler"), RFlowScheduler) == (objective == "rflow")
+    over = {"sampler": "euler"} if objective == "rflow" else {}
+    _generate("seg_guided_diffusion", tmp_path, demo_dir, tiny_sd, max_masks=2, samples_per_mask=1, objective=objective,
+              **over)  # fmt: skip
 
 
 def _cause(err: BaseException) -> BaseException | None:

@@ -70,6 +70,23 @@ def add_noise(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, timesteps: 
     return (a * x0.float() + s * noise.float()).to(x0.dtype)
 
 
+def _x0_and_eps(
+    scheduler: Any, x_t: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor, prediction_type: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0, eps)`` implied by a model output at ``(x_t, t)`` (float32): the one place every prediction type is
+    converted."""
+    a, s = alpha_sigma(scheduler, timesteps, x_t)
+    x_t, pred = x_t.float(), pred.float()
+    ptype = PredictionType(prediction_type)
+    if ptype == PredictionType.EPSILON:
+        return (x_t - s * pred) / a.clamp_min(1e-8), pred
+    if ptype == PredictionType.V_PREDICTION:
+        return a * x_t - s * pred, s * x_t + a * pred
+    if ptype == PredictionType.FLOW:
+        return x_t + s * pred, x_t - a * pred
+    return pred, (x_t - a * pred) / s.clamp_min(1e-8)
+
+
 def predict_x0(
     scheduler: Any,
     x_t: torch.Tensor,
@@ -78,16 +95,7 @@ def predict_x0(
     prediction_type: PredictionType | str = PredictionType.EPSILON,
 ) -> torch.Tensor:
     """The clean sample implied by a model output ``pred`` at ``(x_t, t)`` (float32)."""
-    a, s = alpha_sigma(scheduler, timesteps, x_t)
-    x_t, pred = x_t.float(), pred.float()
-    ptype = PredictionType(prediction_type)
-    if ptype == PredictionType.EPSILON:
-        return (x_t - s * pred) / a.clamp_min(1e-8)
-    if ptype == PredictionType.V_PREDICTION:
-        return a * x_t - s * pred
-    if ptype == PredictionType.FLOW:
-        return x_t + s * pred
-    return pred
+    return _x0_and_eps(scheduler, x_t, pred, timesteps, prediction_type)[0]
 
 
 def predict_eps(
@@ -98,16 +106,7 @@ def predict_eps(
     prediction_type: PredictionType | str = PredictionType.EPSILON,
 ) -> torch.Tensor:
     """The noise implied by a model output ``pred`` at ``(x_t, t)`` (float32)."""
-    a, s = alpha_sigma(scheduler, timesteps, x_t)
-    x_t, pred = x_t.float(), pred.float()
-    ptype = PredictionType(prediction_type)
-    if ptype == PredictionType.EPSILON:
-        return pred
-    if ptype == PredictionType.V_PREDICTION:
-        return s * x_t + a * pred
-    if ptype == PredictionType.FLOW:
-        return x_t - a * pred
-    return (x_t - a * pred) / s.clamp_min(1e-8)
+    return _x0_and_eps(scheduler, x_t, pred, timesteps, prediction_type)[1]
 
 
 def diffusion_target(

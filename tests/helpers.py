@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,3 +67,34 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, affine: np
         ds.PixelData = np.ascontiguousarray(vol[:, :, k].T).tobytes()
         ds.save_as(str(folder / f"slice_{k:04d}.dcm"), enforce_file_format=True)
     return str(folder)
+
+
+#: the bad entries of :func:`write_bad_datalist` (file name -> what is wrong); ``ok_lab.nii.gz`` is fine
+BAD_FILES = {"does_not_exist.nii.gz": "not found", "shape_lab.nii.gz": "(8, 9)", "seven_lab.nii.gz": "{0, 7}"}
+
+
+def write_bad_datalist(folder: str | os.PathLike, splits: tuple[str, ...] = ("training",)) -> Path:
+    """A datalist with one good pair and three broken ones (a missing label, a label of another shape, a label
+    value outside the classes), the same entries under each of ``splits``."""
+    folder = Path(folder)
+    img = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    good_lab = np.zeros((8, 8), np.uint8)
+    good_lab[2:5, 2:5] = 2
+    write_nifti(folder / "ok_img.nii.gz", img)
+    write_nifti(folder / "ok_lab.nii.gz", good_lab)
+    write_nifti(folder / "missing_lab_img.nii.gz", img)
+    write_nifti(folder / "shape_img.nii.gz", img)
+    write_nifti(folder / "shape_lab.nii.gz", np.zeros((8, 9), np.uint8) + (np.arange(9) == 3))
+    write_nifti(folder / "seven_img.nii.gz", img)
+    seven = np.zeros((8, 8), np.uint8)
+    seven[1, 1] = 7
+    write_nifti(folder / "seven_lab.nii.gz", seven)
+    entries = [
+        {"image": "ok_img.nii.gz", "label": "ok_lab.nii.gz"},
+        {"image": "missing_lab_img.nii.gz", "label": "does_not_exist.nii.gz"},
+        {"image": "shape_img.nii.gz", "label": "shape_lab.nii.gz"},
+        {"image": "seven_img.nii.gz", "label": "seven_lab.nii.gz"},
+    ]
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({**{s: entries for s in splits}, "num_classes": 4}))
+    return path

@@ -101,7 +101,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
         out: output folder.
         argv: the command line, recorded in the report.
     """
-    from monai_siamese.data import load_datalist
+    from monai_siamese.data import load_datalist, validate_or_raise
     from monai_siamese.evaluation.report import collect_results, write_report
     from monai_siamese.quality import load_segmenter
 
@@ -122,6 +122,9 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     data_over = _pool_settings(cfg)
     pool = load_datalist(cfg.datalist, cfg.pool_split, cfg.dataset_dir)
     test = load_datalist(cfg.datalist, cfg.test_split, cfg.dataset_dir)
+    # every file of the pool and the test split is checked before anything trains: all problems at once, by file
+    validate_or_raise(pool + test, cfg.num_classes, label_mapping=data_over.get("label_mapping"),
+                      label_threshold=data_over.get("label_threshold"))  # fmt: skip
     seg_over = {**cfg.seg_overrides, **data_over}
     seg_common = dict(
         iterations=cfg.seg_iterations,

@@ -8,32 +8,10 @@ import sys
 import time
 
 import numpy as np
+from helpers import write_bad_datalist as _bad_datalist
 from helpers import write_nifti
 
 from monai_siamese.data import DataValidationError, validate_datalist, validate_or_raise
-
-
-def _bad_datalist(tmp_path):
-    img = np.random.default_rng(0).random((8, 8)).astype(np.float32)
-    good_lab = np.zeros((8, 8), np.uint8)
-    good_lab[2:5, 2:5] = 2
-    entries = []
-    write_nifti(tmp_path / "ok_img.nii.gz", img)
-    write_nifti(tmp_path / "ok_lab.nii.gz", good_lab)
-    entries.append({"image": "ok_img.nii.gz", "label": "ok_lab.nii.gz"})
-    write_nifti(tmp_path / "missing_lab_img.nii.gz", img)
-    entries.append({"image": "missing_lab_img.nii.gz", "label": "does_not_exist.nii.gz"})
-    write_nifti(tmp_path / "shape_img.nii.gz", img)
-    write_nifti(tmp_path / "shape_lab.nii.gz", np.zeros((8, 9), np.uint8) + (np.arange(9) == 3))
-    entries.append({"image": "shape_img.nii.gz", "label": "shape_lab.nii.gz"})
-    write_nifti(tmp_path / "seven_img.nii.gz", img)
-    seven = np.zeros((8, 8), np.uint8)
-    seven[1, 1] = 7
-    write_nifti(tmp_path / "seven_lab.nii.gz", seven)
-    entries.append({"image": "seven_img.nii.gz", "label": "seven_lab.nii.gz"})
-    path = tmp_path / "datalist.json"
-    path.write_text(json.dumps({"training": entries, "num_classes": 4}))
-    return path
 
 
 def test_validate_reports_each_bad_file(tmp_path):

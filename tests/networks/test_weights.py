@@ -55,3 +55,29 @@ def test_adapted_channels_keep_the_pretrained_function(tmp_path):
         torch.testing.assert_close(ft(torch.cat([x, extra], 1), t), base(x, t))
     with pytest.raises(FileNotFoundError, match="Train the base model first"):
         load_pretrained(_unet(6), tmp_path / "missing.safetensors")
+
+
+def test_truncated_or_foreign_weights_are_one_line_errors_naming_the_file(tmp_path):
+    """A truncated ``model.safetensors`` (a copy cut short) and a file that is not safetensors at all: a
+    WeightsError naming the file, never a reader's traceback; settings are stored and read back."""
+    import pytest
+    from torch import nn
+
+    from monai_siamese.errors import WeightsError
+    from monai_siamese.networks import load_weights, read_settings, save_weights
+
+    net = nn.Linear(4, 2)
+    path = tmp_path / "model.safetensors"
+    save_weights(net, path, settings={"prediction": "epsilon", "spatial_size": [64, 64]})
+    assert read_settings(path) == {"prediction": "epsilon", "spatial_size": [64, 64]}
+    load_weights(nn.Linear(4, 2), path, expected={"prediction": "epsilon", "other": 1})  # unknown keys not compared
+    with pytest.raises(WeightsError, match=r"prediction \(config \"v_prediction\", weights \"epsilon\"\)"):
+        load_weights(nn.Linear(4, 2), path, expected={"prediction": "v_prediction"})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(WeightsError, match="cut.safetensors: not a readable safetensors file"):
+        load_weights(nn.Linear(4, 2), cut)
+    other = tmp_path / "other.safetensors"
+    other.write_text("not weights")
+    with pytest.raises(WeightsError, match="other.safetensors"):
+        load_weights(nn.Linear(4, 2), other)

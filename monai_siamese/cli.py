@@ -25,7 +25,12 @@ def _split_list(text: str, kind: str) -> list:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from monai_siamese.demo import run_demo
 
-    run_demo(args.out, args.method, args.iterations, args.steps, args.samples_per_mask)
+    if args.volume:
+        from monai_siamese.demo import run_volume_demo
+
+        run_volume_demo(args.out, args.iterations)
+    else:
+        run_demo(args.out, args.method, args.iterations, args.steps, args.samples_per_mask)
     return 0
 
 
@@ -86,7 +91,8 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
         ("--method", {"default": GENERATORS[0], "choices": GENERATORS}),
         ("--iterations", {"type": int, "help": "training iterations (default: the demo config's)"}),
         ("--steps", {"type": int, "help": "sampling steps (default: the config's)"}),
-        ("--samples_per_mask", {"type": int, "default": 1})]),
+        ("--samples_per_mask", {"type": int, "default": 1}),
+        ("--volume", {"action": "store_true", "help": "the 3D example: 2.5D training on the demo volume, one volume"})]),
     "validate": ("check every entry of a datalist; one line per problem", [
         ("--datalist", {"required": True}),
         ("--dataset_dir", {"help": "base folder for relative paths (default: the datalist's)"}),

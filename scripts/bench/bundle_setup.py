@@ -177,10 +177,18 @@ class PlainLoop:
         method: the bundle.
         image_weight: Siamese-Diffusion ``w_i``.
         oa_active: Siamese-Diffusion online augmentation on.
+        default_adamw: use ``torch.optim.AdamW``'s default implementation (single-tensor on the CPU) instead of the
+            bundle's (``foreach``/``fused`` as its config says): what a hand-written loop gets.
     """
 
     def __init__(
-        self, parser: Any, iterations: int, method: str, image_weight: float = 0.5, oa_active: bool = False
+        self,
+        parser: Any,
+        iterations: int,
+        method: str,
+        image_weight: float = 0.5,
+        oa_active: bool = False,
+        default_adamw: bool = False,
     ) -> None:
         from monai_siamese.diffusion import is_flow
 
@@ -190,12 +198,12 @@ class PlainLoop:
         self.network = parser.get_parsed_content("network")
         self.network.train()
         params = [p for p in self.network.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params,
-            lr=parser.get_parsed_content("lr"),
-            weight_decay=parser.get_parsed_content("weight_decay"),
-            fused=parser.get_parsed_content("fused_adamw"),
-        )
+        kwargs = {"lr": parser.get_parsed_content("lr"), "weight_decay": parser.get_parsed_content("weight_decay")}
+        if not default_adamw:
+            kwargs["fused"] = parser.get_parsed_content("optimizer#fused")
+            if "optimizer#foreach" in parser:
+                kwargs["foreach"] = parser.get_parsed_content("optimizer#foreach")
+        self.optimizer = torch.optim.AdamW(params, **kwargs)
         self.scheduler = parser.get_parsed_content("noise_scheduler")
         self.flow = is_flow(self.scheduler)
         self.prediction = parser.get_parsed_content("prediction")

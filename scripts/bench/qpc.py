@@ -26,7 +26,7 @@ import torch
 from bench.qpc_eval import build_eval_set, evaluate_export, samplers_for
 from bench.qpc_train import OBJECTIVES, objective_overrides, train_judge, train_with_budgets
 
-__all__ = ["PLAN", "plan_runs", "run_quality_per_compute"]
+__all__ = ["PLAN", "plan_runs", "run_quality_per_compute", "run_qpc_mode"]
 
 #: (method, objective) runs in order (MedDiff-FT after the segmentation-guided run it fine-tunes)
 PLAN = (
@@ -97,6 +97,9 @@ def run_quality_per_compute(args: Any, log=print) -> dict[str, Any]:
         name = _run_name(method, objective)
         over: dict[str, Any] = {**objective_overrides(objective), **size_over}
         base_cpu = 0.0
+        if args.qpc_report_only and not (work / name / "result.json").is_file():
+            log(f"{name}: not trained yet, left out of the report")
+            continue
         if method == "meddiff_ft":
             base = result["runs"][_run_name("seg_guided_diffusion", objective)]["train"]
             first = base["exports"][0]
@@ -109,6 +112,8 @@ def run_quality_per_compute(args: Any, log=print) -> dict[str, Any]:
         for i, ex in enumerate(tr["exports"]):  # DDIM reference point at the largest budget only (CPU)
             settings = samplers_for(objective, args.sampling_steps, reference=i == len(tr["exports"]) - 1)
             folder = work / name / f"eval_{int(ex['budget_s'])}"
+            if args.qpc_report_only and not (folder / "result.json").is_file():
+                continue
 
             def step(ex=ex, settings=settings, folder=folder) -> dict:
                 return evaluate_export(
@@ -131,3 +136,23 @@ def run_quality_per_compute(args: Any, log=print) -> dict[str, Any]:
     result["wall_s"] = time.perf_counter() - t_wall
     atomic_write_json(work / "qpc_result.json", result)
     return json.loads(json.dumps(result, default=str))
+
+
+def run_qpc_mode(args: Any, command: str) -> tuple[dict[str, Any], str]:
+    """``--quality_per_compute``: run (or resume) the study, then write its plots and grids into ``--out``; returns
+    the result and its Markdown."""
+    from bench.qpc_eval import eval_reals
+    from bench.qpc_report import plot_qpc, qpc_markdown, write_grids
+
+    result = run_quality_per_compute(args)
+    out_dir = Path(args.out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = plot_qpc(result, out_dir)
+    work = Path(args.work or out_dir / "work_qpc")
+    size_config = "tiny.json" if args.qpc_tiny else "demo.json"
+    reals = eval_reals(args.val_seeds, args.train_masks, args.resolution or 64, size_config)
+    result["grids"] = write_grids(result, work, out_dir, reals=reals)
+    for k, v in result["grids"].items():
+        label = f"samples: {k}" + (f" ({v['run']} {v['setting']}, {v['budget_min']:g} CPU-min)" if "run" in v else "")
+        figs[label] = v["path"]
+    return result, qpc_markdown(result, command, figs)

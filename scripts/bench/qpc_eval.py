@@ -22,7 +22,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["STEPS", "TODAY_SAMPLER", "samplers_for", "EvalSet", "build_eval_set", "evaluate_export", "sample_grid"]
+__all__ = [
+    "STEPS",
+    "TODAY_SAMPLER",
+    "eval_reals",
+    "samplers_for",
+    "EvalSet",
+    "build_eval_set",
+    "evaluate_export",
+    "sample_grid",
+]
 
 #: sampling step counts evaluated
 STEPS = (4, 8, 16, 50)
@@ -88,6 +97,13 @@ def _items(method: str, overrides: Mapping[str, Any], entries: Sequence[dict], s
         ds = parser.get_parsed_content("train#val_dataset")
         _ITEMS[key] = {str(ds[i]["source_image"]): ds[i] for i in range(len(ds))}
     return [_ITEMS[key][str(e["image"])] for e in entries]
+
+
+def eval_reals(val_seeds: int, train_masks: int, size: int, size_config: str = "demo.json") -> torch.Tensor:
+    """The real images of the evaluation masks (for the last column of the sample grids)."""
+    eval_set = build_eval_set(val_seeds, train_masks)
+    items = _items("seg_guided_diffusion", {"spatial_size": [size, size]}, eval_set.entries, size_config)
+    return _stack(items, "image").float()
 
 
 def _denoiser(method: str, overrides: Mapping[str, Any], weights: str, size_config: str) -> torch.nn.Module:

@@ -110,7 +110,7 @@ def qpc_markdown(result: dict[str, Any], command: str, figures: dict[str, str]) 
         lines += [
             "",
             f"Real images of the same masks: faith. val {fmt(ref['faithfulness_val'], 3)}, faith. all "
-            f"{fmt(ref['faithfulness_all'], 3)}, FID {fmt(ref['fid_eval_reals_vs_pool'], 2)} (a floor: they are part "
+            f"{fmt(ref['faithfulness_all'], 3)}, FID {fmt(ref['fid_eval_reals_vs_pool'], 3)} (a floor: they are part "
             "of the pool).",
         ]
     chk = checks(result)
@@ -121,9 +121,9 @@ def qpc_markdown(result: dict[str, Any], command: str, figures: dict[str, str]) 
             crow.append(
                 [
                     b,
-                    fmt(c["today_fid"]),
+                    fmt(c["today_fid"], 3),
                     f"{c['best_objective']} {c['best_setting']}",
-                    fmt(c["best_fid"]),
+                    fmt(c["best_fid"], 3),
                     f"{fmt(c['fid_ratio'])} ({'ok' if c['fid_ratio_ok'] else 'NOT <= 0.5'})",
                     f"{fmt(c['faithfulness_le8'], 3)} ({c['faithfulness_le8_setting']}) vs {fmt(c['faithfulness_50'], 3)}"
                     f" ({'ok' if c['faithfulness_le8_ok'] else 'NOT within 0.01'})",
@@ -156,7 +156,7 @@ def qpc_markdown(result: dict[str, Any], command: str, figures: dict[str, str]) 
                 r["steps"],
                 fmt(r["faithfulness_val"], 3),
                 fmt(r["faithfulness_all"], 3),
-                fmt(r["fid"], 2),
+                fmt(r["fid"], 3),
                 fmt(r["sampling_cpu_s_per_image"], 3),
                 fmt(r["sampling_wall_s_per_image"], 3),
             ]
@@ -253,37 +253,96 @@ def plot_qpc(result: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
     return figs
 
 
+def _upscale(tile, factor: int):
+    import numpy as np
+
+    return np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
+
+
 def write_grids(
-    result: dict[str, Any], work: str | Path, out_dir: str | Path, rows_per_grid: int = 8
-) -> dict[str, str]:
-    """Sample grids (mask | sample) of the best and worst settings (by FID, largest budget), today's demo setting and
-    the best 8-step setting; returns name -> path."""
-    from bench.qpc_eval import sample_grid
+    result: dict[str, Any],
+    work: str | Path,
+    out_dir: str | Path,
+    reals: torch.Tensor | None = None,
+    rows_per_grid: int = 8,
+    upscale: int = 3,
+    extra: dict[str, tuple[str, float, str]] | None = None,
+) -> dict[str, Any]:
+    """Sample grids at the largest budget: one per chosen setting (best and worst by FID, the best <= 8 steps, today's
+    demo setting, and ``extra`` name -> (run, budget CPU-min, setting)), and ``grid_comparison.png`` with one row per
+    mask: ``mask | <each chosen setting> | real image`` (same masks and noise in every column). Returns name -> info.
+
+    Args:
+        result: the study's result.
+        work: its work folder (the saved samples).
+        out_dir: output folder.
+        reals: the real images of the evaluation masks (the last column), optional.
+        rows_per_grid: masks shown.
+        upscale: pixel repetition of each tile.
+        extra: further settings to show.
+    """
+    import numpy as np
+
+    from monai_siamese.data.visualize import grid, label_to_rgb, save_png, to_uint8
 
     recs = [r for r in rows(result) if not math.isnan(r["fid"])]
     if not recs:
         return {}
     last = max(r["budget_min"] for r in recs)
     at = [r for r in recs if r["budget_min"] == last]
-    pick = {
-        "best": min(at, key=lambda r: r["fid"]),
-        "worst": max(at, key=lambda r: r["fid"]),
-        "best_le8_steps": min((r for r in at if r["steps"] <= 8), key=lambda r: r["fid"], default=None),
-    }
+    pick: dict[str, Any] = {}
     today = [r for r in at if (r["method"], r["objective"], r["setting"]) == TODAY]
     if today:
         pick["today"] = today[0]
-    out = {}
+    pick["best"] = min(at, key=lambda r: r["fid"])
+    pick["best_le8_steps"] = min((r for r in at if r["steps"] <= 8), key=lambda r: r["fid"], default=None)
+    pick["worst"] = max(at, key=lambda r: r["fid"])
+    for name, (run, budget, setting) in (extra or {}).items():
+        hit = [r for r in recs if r["run"] == run and r["budget_min"] == budget and r["setting"] == setting]
+        if hit:
+            pick[name] = hit[0]
+    out: dict[str, Any] = {}
+    columns, labels = [], None
     for name, r in pick.items():
         if r is None:
             continue
-        f = Path(work) / r["run"] / f"eval_{int(r['budget_min'] * 60)}" / "samples" / f"{r['setting']}.pt"
+        f = Path(work) / r["run"] / f"eval_{int(round(r['budget_min'] * 60))}" / "samples" / f"{r['setting']}.pt"
         if not f.is_file():
             continue
         d = torch.load(f, weights_only=True)
         n = d["images"].shape[0]
         idx = [round(i * (n - 1) / max(rows_per_grid - 1, 1)) for i in range(min(rows_per_grid, n))]
+        labels = d["labels"][idx].long()
+        images = d["images"][idx].float()
+        columns.append((name, images))
+        tiles = [
+            [_upscale(label_to_rgb(labels[i]), upscale), _upscale(to_uint8(images[i]), upscale)]
+            for i in range(len(idx))
+        ]
         path = Path(out_dir) / f"grid_{name}.png"
-        sample_grid(d["labels"][idx].long(), d["images"][idx].float(), None, path)
-        out[name] = {"path": str(path), "run": r["run"], "setting": r["setting"], "budget_min": last, "fid": r["fid"]}
+        save_png(grid(tiles), path)
+        out[name] = {
+            "path": str(path),
+            "run": r["run"],
+            "setting": r["setting"],
+            "budget_min": r["budget_min"],
+            "fid": r["fid"],
+            "faithfulness_val": r["faithfulness_val"],
+        }
+    if columns and labels is not None:
+        tiles = []
+        for i in range(labels.shape[0]):
+            row = [_upscale(label_to_rgb(labels[i]), upscale)]
+            row += [_upscale(to_uint8(images[i]), upscale) for _, images in columns]
+            if reals is not None:
+                n = reals.shape[0]
+                j = [round(k * (n - 1) / max(rows_per_grid - 1, 1)) for k in range(min(rows_per_grid, n))][i]
+                row.append(_upscale(to_uint8(reals[j]), upscale))
+            tiles.append(row)
+        path = Path(out_dir) / "grid_comparison.png"
+        save_png(np.asarray(grid(tiles)), path)
+        out["comparison"] = {
+            "path": str(path),
+            "columns": ["mask"] + [c for c, _ in columns] + (["real"] if reals is not None else []),
+        }
     return out

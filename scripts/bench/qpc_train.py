@@ -136,7 +136,6 @@ class BudgetExportHandler:
         budgets_s: CPU-second budgets, ascending.
         folder: export folder (``cpu_<budget>.safetensors``).
         settings: ``trained_with`` settings stored with the weights.
-        batch_size: images per iteration (for the log).
     """
 
     def __init__(

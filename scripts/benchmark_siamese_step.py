@@ -1,13 +1,15 @@
-"""Time per training step and peak memory of our Siamese-Diffusion step against a reference step that deep-copies the
-ControlNet and the UNet on every iteration, as the original implementation does (Qiu et al., arXiv 2505.06068).
+"""Time per training step and peak memory of our Siamese-Diffusion step against the reference step that deep-copies
+the ControlNet and the UNet on every iteration, as the original implementation does (Qiu et al., arXiv 2505.06068).
 
-Both variants use the same networks (same seed), the same optimizer and the same batches (images, masks, timesteps,
-noise). Each variant runs in its own subprocess so its peak memory is its own: on CUDA
-``torch.cuda.max_memory_allocated``, on CPU the peak resident set size (``ru_maxrss``) of the process, reported with
-the resident size before the first step (imports, networks, batches) so the step's own share is visible.
+Both variants use the Siamese-Diffusion bundle's network (``train.json`` with the size overrides below, the same
+seed), the same optimizer settings and the same batches (images, masks, timesteps, noise). Timing: both variants in
+one process, interleaved in blocks of ``--steps`` steps (ours, reference, ours, reference, ...), ``--repeats`` rounds
+after a warm-up round; the speed-up is the median over rounds of the per-round ratio, with its min-max. Memory: each
+variant once more in its own process (``torch.cuda.max_memory_allocated`` on CUDA, the peak RSS on CPU, with the
+resident size before the first step so the step's own share is visible).
 
-Two phases of training are timed: ``early`` (before online augmentation starts, w_i = 0.1) and ``late`` (online
-augmentation on, w_i = 0.5); ``training`` weighs them by the fraction of training they cover (``--oa_start``).
+Two phases of training: ``early`` (before online augmentation, w_i = 0.1) and ``late`` (augmentation on, w_i = 0.5);
+``training`` weighs them by the fraction of training they cover (``--oa_start``).
 
     python scripts/benchmark_siamese_step.py --device cpu --size 64 --batch 8 --channels 32 64 128
 """
@@ -15,59 +17,44 @@ augmentation on, w_i = 0.5); ``training`` weighs them by the fraction of trainin
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from monai.networks.nets import ControlNet, DiffusionModelUNet
-from monai.networks.schedulers import DDPMScheduler
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+for _p in (str(REPO / "scripts"), str(REPO)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-from monai_siamese.diffusion import diffusion_target, predict_x0  # noqa: E402
-from monai_siamese.engines.siamese import SiameseDiffusionLoss  # noqa: E402
-from monai_siamese.inferers import make_image_hint  # noqa: E402
-from monai_siamese.networks import SiameseDiffusionNetwork  # noqa: E402
+from bench.output import fmt, fmt_spread, run_json_worker  # noqa: E402
+from bench.siamese_step import ours_forward, reference_forward, siamese_network  # noqa: E402
+from bench.timing import Block, interleave, peak_memory, reset_memory, spread, sync  # noqa: E402
 
 PHASES = {"early": 0.1, "late": 0.5}  # fraction of training done (= w_i)
 
 
-def build_networks(args: argparse.Namespace, seed: int = 0) -> SiameseDiffusionNetwork:
-    torch.manual_seed(seed)
-    arch = {
-        "spatial_dims": 2,
-        "in_channels": 1,
-        "channels": tuple(args.channels),
-        "attention_levels": tuple([False] * (len(args.channels) - 1) + [bool(args.attention)]),
-        "num_res_blocks": args.num_res_blocks,
-        "norm_num_groups": min(16, args.channels[0]),
-        "num_head_channels": args.channels[-1] // 2,
+def overrides(args: argparse.Namespace) -> dict:
+    """Bundle overrides of the network size."""
+    n = len(args.channels)
+    return {
+        "unet_def#channels": list(args.channels),
+        "unet_def#attention_levels": [False] * (n - 1) + [bool(args.attention)],
+        "unet_def#num_res_blocks": args.num_res_blocks,
+        "unet_def#norm_num_groups": min(16, args.channels[0]),
+        "unet_def#num_head_channels": args.channels[-1] // 2,
+        "hint_channels": [16],
+        "num_classes": args.num_classes,
+        "prediction_type": args.prediction_type,
+        "unet_mode": args.unet_mode,
     }
-    unet = DiffusionModelUNet(out_channels=1, **arch)
-    cn = ControlNet(
-        conditioning_embedding_in_channels=args.num_classes, conditioning_embedding_num_channels=(16,), **arch
-    )
-    net = SiameseDiffusionNetwork(
-        unet,
-        cn,
-        scheduler=DDPMScheduler(num_train_timesteps=1000),
-        prediction_type=args.prediction_type,
-        unet_mode=args.unet_mode,
-    )
-    with torch.no_grad():  # a network in training: the zero convolutions are no longer zero
-        for p in list(cn.parameters()) + list(unet.out.parameters()):
-            p.add_(torch.randn_like(p) * 0.02)
-    return net
 
 
 def make_batches(args: argparse.Namespace, n: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Random masks (8x8 blocks), images, timesteps and noise, the same for both variants."""
     g = torch.Generator().manual_seed(1234)
     out = []
     for _ in range(n):
@@ -81,137 +68,47 @@ def make_batches(args: argparse.Namespace, n: int, device: torch.device) -> list
     return out
 
 
-def reference_forward(
-    net: SiameseDiffusionNetwork,
-    images: torch.Tensor,
-    noise: torch.Tensor,
-    t: torch.Tensor,
-    mask_hint: torch.Tensor,
-    image_hint: torch.Tensor,
-    image_weight: float,
-    oa_active: bool,
-    oa_max_t: int = 200,
-) -> torch.Tensor:
-    """The step as the original code computes it: per iteration a frozen deep copy of the ControlNet for the mask
-    residual of the image branch and a deep copy of the UNet for the image branch (its weight gradients are computed
-    and thrown away); online augmentation on the whole batch, weighted 0/1 per sample. Returns the loss."""
-    unet, controlnet, sched, ptype = net.unet, net.controlnet, net.scheduler, net.prediction_type
-    x_t = sched.add_noise(images, noise, t)
-    target = diffusion_target(sched, images, noise, t, ptype)
-    controlnet_frozen = copy.deepcopy(controlnet).requires_grad_(False)
-    unet_image = copy.deepcopy(unet)
+class Stepper:
+    """``steps`` training steps of one variant per call (a timed :class:`~bench.timing.Block`)."""
 
-    down, mid = controlnet(x_t, t, controlnet_cond=mask_hint)
-    pred_mask = unet(x_t, t, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-    down_i, mid_i = controlnet(x_t, t, controlnet_cond=image_hint)
-    with torch.no_grad():
-        down_f, mid_f = controlnet_frozen(x_t, t, controlnet_cond=mask_hint)
-    down_c = [f.detach() + image_weight * i for f, i in zip(down_f, down_i)]
-    mid_c = mid_f.detach() + image_weight * mid_i
-    pred_image = unet_image(x_t, t, down_block_additional_residuals=down_c, mid_block_additional_residual=mid_c)
+    def __init__(self, args: argparse.Namespace, variant: str, phase: str, device: torch.device) -> None:
+        from monai_siamese.inferers.siamese import make_image_hint
 
-    def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a.float() - b.float()).pow(2).flatten(1).mean(1)
+        self.make_hint = make_image_hint
+        self.net = siamese_network(overrides(args), device)
+        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=1e-5)
+        self.batches = make_batches(args, args.steps, device)
+        self.forward = ours_forward if variant == "ours" else reference_forward
+        self.w_i = PHASES[phase]
+        self.oa = self.w_i > args.oa_start
+        self.amp = args.amp and device.type == "cuda"
+        self.device = device
 
-    loss = mse(pred_mask, target) + mse(pred_image, target) + mse(pred_mask, pred_image.detach())
-    weights = (t <= oa_max_t).float()
-    if oa_active and bool(weights.any()):
-        x0_hat = predict_x0(sched, x_t, pred_image, t, ptype)
-        x_aug = sched.add_noise(x0_hat, noise, t).detach()
-        target_oa = diffusion_target(sched, x0_hat, noise, t, ptype).detach()
-        down_a, mid_a = controlnet(x_aug, t, controlnet_cond=mask_hint)
-        pred_oa = unet(x_aug, t, down_block_additional_residuals=down_a, mid_block_additional_residual=mid_a)
-        loss = loss + weights * mse(pred_oa, target_oa)
-    return loss.mean()
-
-
-def ours_forward(
-    net: SiameseDiffusionNetwork,
-    images: torch.Tensor,
-    noise: torch.Tensor,
-    t: torch.Tensor,
-    mask_hint: torch.Tensor,
-    image_hint: torch.Tensor,
-    image_weight: float,
-    oa_active: bool,
-    oa_max_t: int = 200,
-) -> torch.Tensor:
-    """Our step (what ``SiameseDiffusionTrainer`` runs): no copies, shared encoder, detached parameters for UNet_sg,
-    online augmentation only for the selected samples. Returns the loss."""
-    out = net(images, noise, t, mask_hint, image_hint, image_weight, (t <= oa_max_t) if oa_active else None)
-    return SiameseDiffusionLoss()(out, diffusion_target(net.scheduler, images, noise, t, net.prediction_type))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def worker(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
-    net = build_networks(args).to(device)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
-    batches = make_batches(args, args.warmup + args.steps, device)
-    forward = ours_forward if args.worker == "ours" else reference_forward
-    w_i = PHASES[args.phase]
-    oa = w_i > args.oa_start
-    times = []
-    base_rss = _rss_mib()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base_cuda = torch.cuda.memory_allocated(device) / 2**20
-    for i, b in enumerate(batches):
-        _sync(device)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        hint = make_image_hint(b["images"], b["cond"].shape[1])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda"):
-            loss = forward(net, b["images"], b["noise"], b["t"], b["cond"], hint, w_i, oa)
+    def step(self, b: dict[str, torch.Tensor]) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        hint = self.make_hint(b["images"], b["cond"].shape[1])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            loss = self.forward(self.net, b["images"], b["noise"], b["t"], b["cond"], hint, self.w_i, self.oa)
         loss.backward()
-        opt.step()
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    res = {
-        "variant": args.worker,
-        "phase": args.phase,
-        "median_s": statistics.median(times),
-        "times_s": [round(x, 4) for x in times],
-        "oa_samples": int(sum(int((b["t"] <= 200).sum()) for b in batches[args.warmup :])) if oa else 0,
-    }
-    if device.type == "cuda":
-        res["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        res["base_mib"] = base_cuda
-        res["memory"] = "torch.cuda.max_memory_allocated"
-    else:
-        res["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        res["base_mib"] = base_rss
-        res["memory"] = "ru_maxrss (process peak RSS)"
-    return res
+        self.opt.step()
+
+    def __call__(self) -> Block:
+        sync(self.device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        for b in self.batches:
+            self.step(b)
+        sync(self.device)
+        n = len(self.batches) * self.batches[0]["images"].shape[0]
+        return Block(n, time.perf_counter() - w0, time.process_time() - c0)
 
 
-def _run_worker(args: argparse.Namespace, variant: str, phase: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--phase", phase]
-    for k in ("device", "size", "batch", "num_classes", "num_res_blocks", "steps", "warmup", "unet_mode"):
-        cmd += [f"--{k}", str(getattr(args, k))]
-    cmd += [
-        "--prediction_type",
-        args.prediction_type,
-        "--oa_start",
-        str(args.oa_start),
-        "--attention",
-        str(args.attention),
-    ]
-    cmd += ["--channels", *map(str, args.channels)] + (["--amp"] if args.amp else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"{variant}/{phase} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def memory_worker(args: argparse.Namespace) -> dict:
+    """Peak memory of one variant and phase, in this process."""
+    device = torch.device(args.device)
+    stepper = Stepper(args, args.worker, args.phase, device)
+    base = reset_memory(device)
+    stepper()
+    return {"variant": args.worker, "phase": args.phase, "base_mib": base, **peak_memory(device)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,65 +123,71 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet_mode", default="decoder", choices=["all", "decoder", "none"])
     p.add_argument("--prediction_type", default="epsilon")
     p.add_argument("--oa_start", type=float, default=1 / 3)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant and phase")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=1, help="processes per variant and phase, run interleaved")
+    p.add_argument("--steps", type=int, default=4, help="steps per timed block")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (>= 3)")
     p.add_argument("--phases", nargs="+", default=["early", "late"], choices=list(PHASES))
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--no_memory", action="store_true", help="skip the per-variant memory processes")
     p.add_argument("--worker", default=None, choices=["ours", "reference"], help=argparse.SUPPRESS)
     p.add_argument("--phase", default="early", choices=list(PHASES), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args)))
+        print(json.dumps(memory_worker(args)))
         return 0
+    device = torch.device(args.device)
     print(
         f"Siamese-Diffusion step, device {args.device}, {args.size}x{args.size}, batch {args.batch}, channels "
         f"{tuple(args.channels)}, {args.num_res_blocks} res block(s), UNet mode {args.unet_mode}, "
         f"{args.prediction_type}, torch {torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')};"
-        f" median of {args.steps} x {args.repeats} steps after {args.warmup} warm-up steps per process, each variant "
-        "in its own processes",
+        f" {args.repeats} interleaved rounds of {args.steps} steps per variant after a warm-up round",
         flush=True,
     )
-    results = {}
+    per_round: dict[str, list[list[float]]] = {"ours": [], "reference": []}
     for phase in args.phases:
-        for rep in range(args.repeats):  # interleaved, so a change of machine load hits both variants
-            for variant in ("ours", "reference"):
-                r = _run_worker(args, variant, phase)
-                if rep == 0:
-                    results[(phase, variant)] = r
-                else:
-                    prev = results[(phase, variant)]
-                    prev["times_s"] += r["times_s"]
-                    prev["peak_mib"], prev["base_mib"] = max(prev["peak_mib"], r["peak_mib"]), r["base_mib"]
-        for variant in ("ours", "reference"):
-            r = results[(phase, variant)]
-            r["median_s"] = statistics.median(r["times_s"])
+        inter = interleave(
+            {v: Stepper(args, v, phase, device) for v in ("ours", "reference")}, repeats=args.repeats, warmup=1
+        )
+        speed = inter.ratio("ours", "reference", "wall")
+        line = f"{phase}: ours {fmt_spread(speed)}x faster (CPU clock {fmt_spread(inter.ratio('ours', 'reference', 'cpu'))})"
+        for v in ("ours", "reference"):
+            ms = spread([1000 * b.wall_s / (b.items / args.batch) for b in inter.blocks[v]])
+            line += f"; {v} {fmt_spread(ms, 1)} ms/step"
+            w = args.oa_start if phase == "early" else 1 - args.oa_start
+            per_round[v].append([w * b.wall_s / b.items for b in inter.blocks[v]])
+        print(line, flush=True)
+        if not args.no_memory:
+            mem = {}
+            for v in ("ours", "reference"):
+                cmd = [sys.executable, __file__, "--worker", v, "--phase", phase] + _forward_args(args)
+                mem[v] = run_json_worker(cmd)
+            o, r = mem["ours"], mem["reference"]
+            step_ratio = (o["peak_mib"] - o["base_mib"]) / max(r["peak_mib"] - r["base_mib"], 1e-9)
             print(
-                f"  {phase:5s} {variant:9s} {r['median_s'] * 1000:8.1f} ms/step  peak {r['peak_mib']:8.1f} MiB "
-                f"(before first step {r['base_mib']:.1f} MiB; {r['memory']})"
-                + (f"  [OA samples {r['oa_samples']}]" if r["oa_samples"] else ""),
+                f"       peak memory ours/reference {fmt(o['peak_mib'] / r['peak_mib'])} (above the pre-step level: "
+                f"{fmt(step_ratio)}; {o['memory']}: ours {o['peak_mib']:.0f} MiB, reference {r['peak_mib']:.0f} MiB)",
                 flush=True,
             )
-    summary = {}
-    for phase in args.phases:
-        o, r = results[(phase, "ours")], results[(phase, "reference")]
-        summary[phase] = {
-            "speedup": r["median_s"] / o["median_s"],
-            "memory_ratio": o["peak_mib"] / r["peak_mib"],
-            "step_memory_ratio": (o["peak_mib"] - o["base_mib"]) / max(r["peak_mib"] - r["base_mib"], 1e-9),
-        }
-        print(
-            f"{phase:5s}: ours {summary[phase]['speedup']:.2f}x faster; peak memory ours/reference "
-            f"{summary[phase]['memory_ratio']:.2f} (above the pre-step level: {summary[phase]['step_memory_ratio']:.2f})"
-        )
     if set(PHASES) <= set(args.phases):
+        sec = {v: [sum(x) for x in zip(*per_round[v])] for v in per_round}
+        ratio = spread([r / o for o, r in zip(sec["ours"], sec["reference"])])
         f = args.oa_start
-
-        def train(v: str) -> float:
-            return f * results[("early", v)]["median_s"] + (1 - f) * results[("late", v)]["median_s"]
-
-        print(f"training ({f:.2f} early + {1 - f:.2f} late): ours {train('reference') / train('ours'):.2f}x faster")
+        print(f"training ({f:.2f} early + {1 - f:.2f} late): ours {fmt_spread(ratio)}x faster (median (min-max))")
     return 0
+
+
+def _forward_args(args: argparse.Namespace) -> list[str]:
+    out = []
+    for k in ("device", "size", "batch", "num_classes", "num_res_blocks", "steps", "unet_mode", "prediction_type"):
+        out += [f"--{k}", str(getattr(args, k))]
+    out += [
+        "--oa_start",
+        str(args.oa_start),
+        "--attention",
+        str(args.attention),
+        "--channels",
+        *map(str, args.channels),
+    ]
+    return out + (["--amp"] if args.amp else [])
 
 
 if __name__ == "__main__":

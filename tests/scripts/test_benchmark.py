@@ -1,4 +1,4 @@
-"""Smoke run of ``scripts/benchmark.py`` on tiny settings (in one process), and its summary logic."""
+"""Smoke runs of the benchmark scripts and their modes on tiny settings (in one process), and their summary logic."""
 
 from __future__ import annotations
 
@@ -10,61 +10,164 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+TINY_NET = {"channels": [8, 16], "attention_levels": [False, False], "num_res_blocks": 1}
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"{name}_script"] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("diffusers")
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("benchmark")
 
 
-def test_quick_smoke_run_writes_json_and_markdown(bench, tmp_path):
+def _tiny_net(method: str) -> dict:
+    from bench.bundle_setup import network_overrides
+
+    return network_overrides(method, **{**TINY_NET, "num_head_channels": 8, "norm_num_groups": 8})
+
+
+def test_spread_and_interleaved_ratios(bench):
+    from bench.timing import Block, interleave, spread
+
+    assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    order = []
+    speeds = {"a": iter([10, 20, 30, 40]), "b": iter([5, 10, 10, 20])}
+
+    def variant(name):
+        def run():
+            order.append(name)
+            return Block(items=next(speeds[name]), wall_s=1.0, cpu_s=2.0)
+
+        return run
+
+    inter = interleave({"a": variant("a"), "b": variant("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4  # warm-up round, then A B A B A B
+    assert inter.ratio("a", "b")["median"] == 2.0 and inter.ratio("a", "b")["min"] == 2.0
+    assert inter.rate("a", "cpu")["median"] == 15.0
+
+
+def test_quick_speed_mode_writes_json_and_markdown(bench, tmp_path, demo_dir):
     args = ["--quick", "--device", "cpu", "--resolution", "16", "--batch", "2", "--sample_batch", "2"]
-    args += ["--channels", "8", "16", "--steps", "1", "--warmup", "1", "--sample_repeats", "1", "--skip_quality"]
+    args += ["--channels", "8", "16", "--steps", "1", "--repeats", "1", "--skip_quality"]
     args += ["--in_process", "--methods", "seg_guided_diffusion", "--out", str(tmp_path)]
     assert bench.main(args) == 0
     result = json.loads(next(tmp_path.glob("benchmark_cpu_*.json")).read_text())
     md = next(tmp_path.glob("benchmark_cpu_*.md")).read_text()
-    for m in ("seg_guided_diffusion",):
-        for v in ("ours", "reference"):
-            tr = result["train"][m][v]
-            assert tr["images_per_s"] > 0 and tr["peak_mib"] > 0 and tr["flops_per_step"] > 0
-        assert set(result["sample"][m]["ours"]["settings"]) == {f"{n}_{s}" for n, s in bench.SAMPLER_SETTINGS}
-        assert result["sample"][m]["reference"]["settings"]["ddim_50"]["images_per_s"] > 0
-        assert result["summary"][m]["train_speedup"] > 0
-        assert f"| {m} |" in md
-    # same architecture and FLOPs for ours and the diffusers reference
-    seg = result["train"]["seg_guided_diffusion"]
-    assert seg["ours"]["params"] == seg["reference"]["params"]
-    assert "--quick" in result["command"] and result["env"]["bf16_peak_tflops"] is None
+    m = "seg_guided_diffusion"
+    tr = result["train"][m]
+    assert tr["images_per_s"]["ours"]["median"] > 0 and tr["ratio"]["n"] == 1
+    assert tr["flops_per_step"]["ours"] > 0 and tr["flops_per_step"]["reference"] > 0
+    # ours is the bundle's network; the diffusers reference has the same architecture
+    assert tr["params"]["ours"] == tr["params"]["reference"]
+    from bench.speed_sample import SAMPLER_SETTINGS
+
+    assert set(result["sample"][m]["settings"]) == {f"{n}_{s}" for n, s in SAMPLER_SETTINGS}
+    assert result["summary"][m]["train_speedup"]["median"] > 0
+    assert f"| {m} |" in md and "--quick" in result["command"] and result["env"]["bf16_peak_tflops"] is None
 
 
-def test_equal_quality_setting_and_peaks(bench):
+def test_equal_quality_setting(bench):
+    from bench.speed import summarize
+
+    def s(v):
+        return {"median": v, "min": v, "max": v, "n": 1}
+
     def sample(ips):
-        return {"settings": {k: {"images_per_s": v, "steps": 1} for k, v in ips.items()}, "peak_mib": 10.0}
+        return {
+            "settings": {
+                k: {"images_per_s": s(v), "ratio_vs_reference_ddim50": s(v / 0.5), "steps": 1} for k, v in ips.items()
+            }
+        }
 
     m = "seg_guided_diffusion"
     result = {
-        "config": {"dice_tolerance": 0.01, "methods": [m]},
+        "config": {"dice_tolerance": 0.01, "methods": [m], "batch": 2},
         "env": {"bf16_peak_tflops": None},
-        "train": {
-            m: {v: {"images_per_s": 2.0 if v == "ours" else 1.0, "peak_mib": 5.0} for v in ("ours", "reference")}
-        },
-        "sample": {
-            m: {
-                "ours": sample({"ddim_50": 1.0, "ddim_10": 5.0, "dpmpp_2m_10": 5.0, "dpmpp_2m_20": 2.5}),
-                "reference": sample({"ddim_50": 0.5}),
-            }
-        },
+        "train": {m: {"ratio": s(2.0), "images_per_s": {"ours": s(2.0), "reference": s(1.0)}}},
+        "sample": {m: sample({"ddim_50": 1.0, "ddim_10": 5.0, "dpmpp_2m_10": 5.0, "dpmpp_2m_20": 2.5})},
         "quality": {"dice": {"ddim_50": 0.80, "ddim_10": 0.70, "dpmpp_2m_10": 0.795, "dpmpp_2m_20": 0.81}},
     }
-    s = bench.summarize(result)
-    assert s[m]["sample_equal_quality_setting"] == "dpmpp_2m_10"  # ddim_10 is faster but loses 0.1 Dice
-    assert s[m]["sample_speedup_equal_quality"] == pytest.approx(10.0) and s[m]["train_speedup"] == 2.0
-    assert bench.bf16_peak_tflops(torch.device("cpu")) is None
-    assert dict(bench.BF16_PEAK_TFLOPS)["H100"] == 989.0 and dict(bench.BF16_PEAK_TFLOPS)["A100"] == 312.0
+    out = summarize(result)
+    assert out[m]["sample_equal_quality_setting"] == "dpmpp_2m_10"  # ddim_10 is faster but loses 0.1 Dice
+    assert out[m]["sample_speedup_equal_quality"]["median"] == pytest.approx(10.0)
+    from bench.timing import BF16_PEAK_TFLOPS, bf16_peak_tflops
+
+    assert bf16_peak_tflops(torch.device("cpu")) is None and dict(BF16_PEAK_TFLOPS)["H100"] == 989.0
+
+
+def test_overhead_mode(bench, tmp_path, demo_dir):
+    from bench.overhead import measure_overhead, overhead_markdown
+
+    res = measure_overhead(
+        ["seg_guided_diffusion"],
+        [16],
+        batch=2,
+        block=1,
+        repeats=1,
+        work_dir=tmp_path,
+        overrides=_tiny_net("seg_guided_diffusion"),
+        log=lambda *_: None,
+    )
+    r = res["seg_guided_diffusion@16"]
+    assert r["ratio_cpu"]["median"] > 0 and r["bundle"]["blocks"][0]["items"] == 2
+    assert "seg_guided_diffusion" in "\n".join(overhead_markdown(res))
+
+
+def test_quality_per_compute_tiny(bench, tmp_path, demo_dir):
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--quality_per_compute", "--qpc_tiny", "--resolution", "32", "--budgets", "0.01", "--judge_iterations"]
+    args += ["2", "--judge_size", "32", "--judge_channels", "8", "16", "--judge_res_units", "0", "--val_seeds", "1"]
+    args += ["--train_masks", "1", "--methods", "seg_guided_diffusion", "--objectives", "ddpm_v", "--sampling_steps"]
+    args += ["1", "2", "--out", str(out), "--work", str(work)]
+    assert bench.main(args) == 0
+    result = json.loads((out / "quality_per_compute.json").read_text())
+    run = result["runs"]["seg_guided_diffusion__ddpm_v"]
+    ev = run["evals"][0]
+    assert set(ev["settings"]) == {"dpmpp_2m_1", "dpmpp_2m_2", "ddim_2"}
+    assert ev["samples"] == 7 and ev["val_samples"] == 6 and ev["iteration"] >= 1
+    for s in ev["settings"].values():
+        assert 0 <= s["faithfulness_val"] <= 1 and s["fid"] >= 0
+    assert (out / "quality_vs_training_cpu.png").is_file() and (out / "quality_vs_sampling_steps.png").is_file()
+    assert "Mean Dice on the demo test slab" in (out / "quality_per_compute.md").read_text()
+    assert bench.main(args) == 0  # a rerun reads the cached steps
+
+
+def test_budget_export_handler(tmp_path):
+    from ignite.engine import Engine
+
+    from bench.qpc_train import BudgetExportHandler
+
+    net = torch.nn.Linear(2, 2)
+    h = BudgetExportHandler(net, [0.0, 1e9], tmp_path, {"method": "x"})
+    engine = Engine(lambda e, b: None)
+    h.attach(engine)
+    engine.run([0] * 3, max_epochs=1)
+    assert [e["budget_s"] for e in h.exports] == [0.0, 1e9]  # the second budget gets the final weights
+    assert h.exports[0]["iteration"] == 1 and h.exports[1]["iteration"] == 3
+    assert (tmp_path / "cpu_0.safetensors").is_file()
+
+
+def test_smoke_full_worker(bench, tmp_path, demo_dir):
+    from bench.smoke_full import smoke_worker
+
+    over = {"spatial_size": [16, 16], **_tiny_net("siamese_diffusion"), "hint_channels": [8]}
+    r = smoke_worker(
+        {"method": "siamese_diffusion", "device": "cpu", "iterations": 2, "work_dir": str(tmp_path), "overrides": over}
+    )
+    assert r["iterations"] == 2 and r["s_per_iteration_wall"] > 0 and r["flops_per_step"] > 0 and r["peak_mib"] > 0
+
+
+def test_siamese_step_script(demo_dir, capsys):
+    mod = _load("benchmark_siamese_step")
+    args = ["--device", "cpu", "--size", "16", "--batch", "2", "--channels", "8", "16", "--steps", "1"]
+    assert mod.main(args + ["--repeats", "1", "--no_memory"]) == 0
+    out = capsys.readouterr().out
+    assert "early: ours" in out and "late: ours" in out and "training (0.33 early" in out

@@ -149,3 +149,33 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, demo_dir, method):
     ema = wf.parser.get_parsed_content("ema").ema_model.state_dict()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert all(torch.equal(ema_full[k], ema[k]) for k in ema_full)
+
+
+def test_foreach_adamw_on_cpu_equals_the_default_implementation(demo_dir):
+    """The bundles' AdamW runs ``foreach`` on the CPU (one C++ loop instead of a Python loop over the parameters):
+    the same updates, bit for bit."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    def make():
+        torch.manual_seed(0)
+        return DiffusionModelUNet(
+            2, 5, 1, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8
+        )
+
+    nets = [make(), make()]
+    opts = [
+        torch.optim.AdamW(n.parameters(), lr=5e-4, weight_decay=0.01, foreach=f) for n, f in zip(nets, (False, True))
+    ]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        x, t = torch.randn(2, 5, 16, 16, generator=gen), torch.randint(0, 1000, (2,), generator=gen)
+        for n, o in zip(nets, opts):
+            o.zero_grad()
+            n(x, t).pow(2).mean().backward()
+            o.step()
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+    from monai_siamese.bundles import read_config
+
+    for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"):
+        parser = read_config(method, ["train.json"], {"device": "$torch.device('cpu')"})
+        assert parser.get_parsed_content("optimizer#foreach") is True and not parser.get_parsed_content("fused_adamw")

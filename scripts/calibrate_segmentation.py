@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_siamese.evaluation.steps import draw_regime, load_images, score_segmentation, train_segmentation
+from monai_siamese.evaluation.scoring import load_images, score_segmentation
+from monai_siamese.evaluation.steps import draw_regime, train_segmentation
 from monai_siamese.utils import atomic_write_json
 
 CLASS_NAMES = ["CSF", "GM", "WM"]

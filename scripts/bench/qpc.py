@@ -34,6 +34,7 @@ PLAN = (
     ("seg_guided_diffusion", "ddpm_eps"),
     ("seg_guided_diffusion", "rflow"),
     ("seg_guided_diffusion", "ddpm_eps_minsnr5"),
+    ("seg_guided_diffusion", "ddpm_x0"),
     ("siamese_diffusion", "ddpm_eps"),
     ("siamese_diffusion", "rflow"),
     ("meddiff_ft", "ddpm_eps"),

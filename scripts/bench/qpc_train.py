@@ -34,6 +34,7 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
     "ddpm_eps": {"objective": "ddpm", "prediction_type": "epsilon", "min_snr_gamma": None},
     "ddpm_v": {"objective": "ddpm", "prediction_type": "v_prediction", "min_snr_gamma": None},
     "ddpm_eps_minsnr5": {"objective": "ddpm", "prediction_type": "epsilon", "min_snr_gamma": 5.0},
+    "ddpm_x0": {"objective": "ddpm", "prediction_type": "sample", "min_snr_gamma": None},
     "rflow": {"objective": "rflow", "prediction_type": "epsilon", "min_snr_gamma": None},
 }
 

@@ -1,14 +1,18 @@
-"""Test helpers: writing small NIfTI / PNG / DICOM files."""
+"""Test helpers: writing small NIfTI / PNG / DICOM files, a tiny conditioned denoiser."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from monai_siamese.networks import ConcatConditionedUNet
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -67,6 +71,27 @@ def write_dicom_series(folder: str | os.PathLike, volume: np.ndarray, affine: np
         ds.PixelData = np.ascontiguousarray(vol[:, :, k].T).tobytes()
         ds.save_as(str(folder / f"slice_{k:04d}.dcm"), enforce_file_format=True)
     return str(folder)
+
+
+def tiny_denoiser(cond_channels: int) -> ConcatConditionedUNet:
+    """A small 2D :class:`ConcatConditionedUNet` (one image channel + ``cond_channels``; channels 8, 16), with the
+    weights of ``torch.manual_seed(0)`` (the global generator is reseeded), in training mode."""
+    import torch
+    from monai.networks.nets import DiffusionModelUNet
+
+    from monai_siamese.networks import ConcatConditionedUNet
+
+    torch.manual_seed(0)
+    unet = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1 + cond_channels,
+        out_channels=1,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+    )
+    return ConcatConditionedUNet(unet)
 
 
 #: the bad entries of :func:`write_bad_datalist` (file name -> what is wrong); ``ok_lab.nii.gz`` is fine

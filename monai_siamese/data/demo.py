@@ -14,7 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,12 +57,17 @@ VAL_EVERY = 12
 _MARKER = ".complete"
 
 
-def demo_dir() -> str:
-    """Folder of the demo data (``$MONAI_SIAMESE_DEMO_DIR`` or ``~/.cache/monai_siamese/<version>``); not built."""
-    env = os.environ.get("MONAI_SIAMESE_DEMO_DIR")
+def _cache_dir(env_var: str, version: str) -> str:
+    """``$env_var`` when set, else ``~/.cache/monai_siamese/<version>``."""
+    env = os.environ.get(env_var)
     if env:
         return str(Path(env).expanduser())
-    return str(Path.home() / ".cache" / "monai_siamese" / DEMO_VERSION)
+    return str(Path.home() / ".cache" / "monai_siamese" / version)
+
+
+def demo_dir() -> str:
+    """Folder of the demo data (``$MONAI_SIAMESE_DEMO_DIR`` or ``~/.cache/monai_siamese/<version>``); not built."""
+    return _cache_dir("MONAI_SIAMESE_DEMO_DIR", DEMO_VERSION)
 
 
 def demo_datalist() -> str:
@@ -67,9 +75,38 @@ def demo_datalist() -> str:
     return str(Path(ensure_demo_data()) / "datalist.json")
 
 
-def _is_complete(root: Path) -> bool:
+def _is_complete(root: Path, version: str = DEMO_VERSION) -> bool:
     marker = root / _MARKER
-    return marker.is_file() and marker.read_text().strip() == DEMO_VERSION
+    return marker.is_file() and marker.read_text().strip() == version
+
+
+@contextmanager
+def _built_aside(root: Path, version: str) -> Iterator[Path]:
+    """A temporary folder next to ``root`` to build into; on success it is marked complete with ``version`` and
+    replaces ``root``, on error it is removed."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield tmp
+        atomic_write_text(tmp / _MARKER, version + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _datalist_info(name: str, description: str) -> dict[str, Any]:
+    """The ``datalist.json`` fields every demo has: its name and description, the classes, MR T1 (``mr`` preset)."""
+    return {
+        "name": name,
+        "description": description,
+        "labels": {str(i): n for i, n in enumerate(CLASS_NAMES)},
+        "num_classes": len(CLASS_NAMES),
+        "modality": "MR T1",
+        "preset": "mr",
+    }
 
 
 def ensure_demo_data(root: str | os.PathLike | None = None) -> str:
@@ -119,12 +156,10 @@ def demo_volumes() -> tuple[MetaTensor, MetaTensor]:
 def build_demo_data(root: str | os.PathLike | None = None) -> str:
     """Build the demo slices and datalist into ``root`` (atomically: built aside, then moved in place)."""
     root = Path(root or demo_dir())
-    root.parent.mkdir(parents=True, exist_ok=True)
     logger.info(f"building the MNI152 demo data in {root}")
     image, label = demo_volumes()
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with _built_aside(root, DEMO_VERSION) as tmp:
         splits: dict[str, list] = {"training": [], "validation": [], "test": []}
         pool = []
         slices = iter_slices(
@@ -146,24 +181,12 @@ def build_demo_data(root: str | os.PathLike | None = None) -> str:
             splits,
             relative=False,
             extra={
-                "name": "MNI152 2009 T1 demo (axial slices)",
-                "description": __doc__.strip().splitlines()[0],
-                "labels": {str(i): n for i, n in enumerate(CLASS_NAMES)},
-                "num_classes": len(CLASS_NAMES),
-                "modality": "MR T1",
-                "preset": "mr",
+                **_datalist_info("MNI152 2009 T1 demo (axial slices)", __doc__.strip().splitlines()[0]),
                 "version": DEMO_VERSION,
                 "test_slab": list(TEST_SLAB),
                 "gap": GAP,
             },
         )
-        atomic_write_text(tmp / _MARKER, DEMO_VERSION + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     counts = {k: len(v) for k, v in splits.items()}
     logger.info(f"demo data ready in {root}: {counts}")
     return str(root)
@@ -177,10 +200,7 @@ DEMO_VOLUME_VERSION = "mni152-2009-volume-v1"
 def demo_volume_dir() -> str:
     """Folder of the 3D demo (``$MONAI_SIAMESE_DEMO_VOLUME_DIR`` or ``~/.cache/monai_siamese/<version>``); not
     built."""
-    env = os.environ.get("MONAI_SIAMESE_DEMO_VOLUME_DIR")
-    if env:
-        return str(Path(env).expanduser())
-    return str(Path.home() / ".cache" / "monai_siamese" / DEMO_VOLUME_VERSION)
+    return _cache_dir("MONAI_SIAMESE_DEMO_VOLUME_DIR", DEMO_VOLUME_VERSION)
 
 
 def demo_volume_datalist() -> str:
@@ -191,8 +211,7 @@ def demo_volume_datalist() -> str:
 def ensure_demo_volume(root: str | os.PathLike | None = None) -> str:
     """Return the 3D demo folder, building it once when missing or from another version."""
     root = Path(root or demo_volume_dir())
-    marker = root / _MARKER
-    if not (marker.is_file() and marker.read_text().strip() == DEMO_VOLUME_VERSION):
+    if not _is_complete(root, DEMO_VOLUME_VERSION):
         build_demo_volume(str(root))
     return str(root)
 
@@ -208,11 +227,9 @@ def build_demo_volume(root: str | os.PathLike | None = None) -> str:
     place atomically; cached until :data:`DEMO_VOLUME_VERSION` changes.
     """
     root = Path(root or demo_volume_dir())
-    root.parent.mkdir(parents=True, exist_ok=True)
     logger.info(f"building the MNI152 3D demo volume in {root}")
     image, label = demo_volumes()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with _built_aside(root, DEMO_VOLUME_VERSION) as tmp:
         save_nifti(image[0].float(), image.affine, tmp / "images" / "mni152_t1.nii.gz")
         save_nifti(label[0].to(torch.uint8), label.affine, tmp / "labels" / "mni152_label.nii.gz")
         pair = {"image": "images/mni152_t1.nii.gz", "label": "labels/mni152_label.nii.gz"}
@@ -221,22 +238,13 @@ def build_demo_volume(root: str | os.PathLike | None = None) -> str:
             {"training": [pair], "masks": [{"label": pair["label"]}]},
             relative=False,
             extra={
-                "name": "MNI152 2009 T1 demo (3D volume)",
-                "description": "MNI152 2009 T1 template with CSF/GM/WM labels as one 3D volume (1.5 mm in-plane)",
-                "labels": {str(i): n for i, n in enumerate(CLASS_NAMES)},
-                "num_classes": len(CLASS_NAMES),
-                "modality": "MR T1",
-                "preset": "mr",
+                **_datalist_info(
+                    "MNI152 2009 T1 demo (3D volume)",
+                    "MNI152 2009 T1 template with CSF/GM/WM labels as one 3D volume (1.5 mm in-plane)",
+                ),
                 "slice_axis": 2,
                 "version": DEMO_VOLUME_VERSION,
             },
         )
-        atomic_write_text(tmp / _MARKER, DEMO_VOLUME_VERSION + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info(f"3D demo volume ready in {root}")
     return str(root)

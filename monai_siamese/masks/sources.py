@@ -60,24 +60,47 @@ class RegimeMaskSource(BaseMaskSource):
         return []
 
 
-class _StatisticsMixin:
-    """Optional :class:`MaskStatistics` learnt from the regime's masks (and nothing else)."""
+class _CheckedSourceMixin:
+    """The plausibility checks of the sources that make new masks: :func:`~monai_siamese.masks.mask_problems`
+    against the candidate's source masks, with optional :class:`MaskStatistics` learnt from the regime's masks (and
+    nothing else)."""
 
     num_classes: int
     regime: list[RegimeMask]
+    border_tolerance: float
+    component_tolerance: int
     use_statistics: bool
     area_tolerance: float
     statistics: MaskStatistics | None = None
 
-    def _fit_statistics(self) -> None:
+    def _set_checks(
+        self, border_tolerance: float, component_tolerance: int, use_statistics: bool, area_tolerance: float
+    ) -> None:
+        self.border_tolerance = border_tolerance
+        self.component_tolerance = component_tolerance
+        self.use_statistics = use_statistics
+        self.area_tolerance = area_tolerance
+
+    def _fit(self) -> None:
+        """Learn the regime's :class:`MaskStatistics` (``use_statistics``)."""
         self.statistics = None
         if self.use_statistics:
             self.statistics = MaskStatistics.from_masks(
                 [m.label for m in self.regime], self.num_classes, area_tolerance=self.area_tolerance
             )
 
+    def check(self, sample: MaskSample) -> list[str]:
+        return mask_problems(
+            sample.label,
+            [self.regime[k].label for k in sample.sources],
+            self.num_classes,
+            border_tolerance=self.border_tolerance,
+            component_tolerance=self.component_tolerance,
+            statistics=self.statistics,
+        )
 
-class AugmentedMaskSource(_StatisticsMixin, BaseMaskSource):
+
+class AugmentedMaskSource(_CheckedSourceMixin, BaseMaskSource):
     """Random geometric + mild elastic transforms of the regime's masks (GenSeg's ranges as defaults).
 
     Mask ``i`` transforms regime mask ``i mod N``; the label is warped as a one-hot and arg-maxed, the canvas image
@@ -140,13 +163,7 @@ class AugmentedMaskSource(_StatisticsMixin, BaseMaskSource):
             elastic_magnitude=float(elastic_magnitude),
             elastic_points=int(elastic_points),
         )
-        self.border_tolerance = border_tolerance
-        self.component_tolerance = component_tolerance
-        self.use_statistics = use_statistics
-        self.area_tolerance = area_tolerance
-
-    def _fit(self) -> None:
-        self._fit_statistics()
+        self._set_checks(border_tolerance, component_tolerance, use_statistics, area_tolerance)
 
     def propose(self, index: int, rng: np.random.Generator) -> MaskSample:
         k = index % len(self.regime)
@@ -156,18 +173,8 @@ class AugmentedMaskSource(_StatisticsMixin, BaseMaskSource):
         image = None if m.image is None else warp_image(m.image, params)
         return MaskSample(index, self.kind.value, label, image, m.affine, [k], params.to_dict(), 0)
 
-    def check(self, sample: MaskSample) -> list[str]:
-        return mask_problems(
-            sample.label,
-            [self.regime[sample.sources[0]].label],
-            self.num_classes,
-            border_tolerance=self.border_tolerance,
-            component_tolerance=self.component_tolerance,
-            statistics=self.statistics,
-        )
 
-
-class GeneratedMaskSource(_StatisticsMixin, BaseMaskSource):
+class GeneratedMaskSource(_CheckedSourceMixin, BaseMaskSource):
     """MedDiff-FT's stochastic mask generator (:class:`~monai_siamese.transforms.StochasticMaskGenerator`: global,
     regional and boundary randomness) on the regime's masks, checked against :class:`MaskStatistics` learnt from
     the same N masks, and by the checks of :class:`AugmentedMaskSource`.
@@ -202,15 +209,9 @@ class GeneratedMaskSource(_StatisticsMixin, BaseMaskSource):
         bad = sorted(set(generator_kwargs) & {"num_classes", "spatial_dims", "statistics", "max_tries"})
         if bad:
             raise ValueError(f"GeneratedMaskSource sets {bad} itself")
-        self.use_statistics = use_statistics
-        self.area_tolerance = area_tolerance
-        self.border_tolerance = border_tolerance
-        self.component_tolerance = component_tolerance
+        self._set_checks(border_tolerance, component_tolerance, use_statistics, area_tolerance)
         self.generator_kwargs = dict(generator_kwargs)
         self._generators: dict[int, StochasticMaskGenerator] = {}
-
-    def _fit(self) -> None:
-        self._fit_statistics()
 
     def _generator(self, spatial_dims: int) -> StochasticMaskGenerator:
         if spatial_dims not in self._generators:
@@ -230,16 +231,6 @@ class GeneratedMaskSource(_StatisticsMixin, BaseMaskSource):
         params = {"generator_seed": gseed, **{k2: _jsonable(v) for k2, v in self.generator_kwargs.items()}}
         return MaskSample(index, self.kind.value, label, regime_canvas(m), m.affine, [k], params, 0)
 
-    def check(self, sample: MaskSample) -> list[str]:
-        return mask_problems(
-            sample.label,
-            [self.regime[sample.sources[0]].label],
-            self.num_classes,
-            border_tolerance=self.border_tolerance,
-            component_tolerance=self.component_tolerance,
-            statistics=self.statistics,
-        )
-
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
@@ -249,7 +240,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-class InterpolatedMaskSource(_StatisticsMixin, BaseMaskSource):
+class InterpolatedMaskSource(_CheckedSourceMixin, BaseMaskSource):
     """Shape interpolation between two regime masks: the anatomy between annotated slices.
 
     Each mask blends the per-class signed distances of a pair of regime masks (random pairs, or neighbours in the
@@ -297,14 +288,11 @@ class InterpolatedMaskSource(_StatisticsMixin, BaseMaskSource):
         self.align = AlignMode(align)
         self.smooth_sigma = float(smooth_sigma)
         self.min_component_size = int(min_component_size)
-        self.border_tolerance = border_tolerance
-        self.component_tolerance = component_tolerance
-        self.use_statistics = use_statistics
-        self.area_tolerance = area_tolerance
+        self._set_checks(border_tolerance, component_tolerance, use_statistics, area_tolerance)
         self._pairs: list[tuple[int, int]] = []
 
     def _fit(self) -> None:
-        self._fit_statistics()
+        super()._fit()
         n = len(self.regime)
         if self.pairing == PairingMode.ADJACENT:
             order = sorted(range(n), key=lambda i: (self.regime[i].slice_index, i))
@@ -328,16 +316,6 @@ class InterpolatedMaskSource(_StatisticsMixin, BaseMaskSource):
         )
         params = {"lambda": lam, "align": self.align.value, **info}
         return MaskSample(index, self.kind.value, label, regime_canvas(a), a.affine, [i, j], params, 0)
-
-    def check(self, sample: MaskSample) -> list[str]:
-        return mask_problems(
-            sample.label,
-            [self.regime[k].label for k in sample.sources],
-            self.num_classes,
-            border_tolerance=self.border_tolerance,
-            component_tolerance=self.component_tolerance,
-            statistics=self.statistics,
-        )
 
 
 #: the class of each single source

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.timing import Block, sync
+from bench.timing import Block, timed, timed_steps
 
 __all__ = [
     "NETWORK_KEY",
@@ -134,15 +134,13 @@ class TrainerBlocks:
         self.device = getattr(trainer.state, "device", None) or "cpu"
 
     def __call__(self) -> Block:
-        import time
-
         start = self.trainer.state.iteration
-        sync(self.device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        self.trainer.run()
-        sync(self.device)
-        done = self.trainer.state.iteration - start
-        return Block(done * self.batch_size, time.perf_counter() - w0, time.process_time() - c0)
+
+        def run() -> int:
+            self.trainer.run()
+            return (self.trainer.state.iteration - start) * self.batch_size
+
+        return timed(run, self.device)
 
     def close(self) -> None:
         """End the interrupted run without its ``COMPLETED`` handlers (no sample grid, no weight export)."""
@@ -243,11 +241,4 @@ class PlainLoop:
         return loss
 
     def __call__(self) -> Block:
-        import time
-
-        sync(self.device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(self.iterations):
-            self.step()
-        sync(self.device)
-        return Block(self.iterations * self.batch_size, time.perf_counter() - w0, time.process_time() - c0)
+        return timed_steps(self.step, self.iterations, self.batch_size, self.device)

@@ -191,6 +191,19 @@ def qpc_markdown(result: dict[str, Any], command: str, figures: dict[str, str]) 
     return "\n".join(lines) + "\n"
 
 
+def _save_figure(fig: Any, legend_axes: Any, path: Path) -> str:
+    """Legend on ``legend_axes`` (when anything is labelled), tight layout, ``path`` written at 110 dpi, figure closed;
+    returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    if legend_axes.get_legend_handles_labels()[0]:
+        legend_axes.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
 def plot_qpc(result: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
     """``quality_vs_training_cpu.png`` and ``quality_vs_sampling_steps.png``; returns their paths."""
     import matplotlib
@@ -218,12 +231,7 @@ def plot_qpc(result: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
             axes[1].plot(x, [r["fid"] for r in pick], style, color=colors[i % len(colors)], label=label)
     axes[0].set(xlabel="training CPU-minutes", ylabel="faithfulness Dice (validation masks)", title="faithfulness")
     axes[1].set(xlabel="training CPU-minutes", ylabel="FID (judge features)", title="FID (lower is better)")
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    figs["quality vs training CPU-time"] = str(out_dir / "quality_vs_training_cpu.png")
-    fig.savefig(figs["quality vs training CPU-time"], dpi=110)
-    plt.close(fig)
+    figs["quality vs training CPU-time"] = _save_figure(fig, axes[1], out_dir / "quality_vs_training_cpu.png")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, run in enumerate(runs):
         rr = [r for r in recs if r["run"] == run]
@@ -244,12 +252,7 @@ def plot_qpc(result: dict[str, Any], out_dir: str | Path) -> dict[str, str]:
         ax.set_xticklabels(["4", "8", "16", "25", "50"])
     axes[0].set(xlabel="sampling steps (DPM-Solver++ 2M / Euler; squares: DDIM)", ylabel="faithfulness Dice (val)")
     axes[1].set(xlabel="sampling steps", ylabel="FID (judge features)")
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
-    figs["quality vs sampling steps"] = str(out_dir / "quality_vs_sampling_steps.png")
-    fig.savefig(figs["quality vs sampling steps"], dpi=110)
-    plt.close(fig)
+    figs["quality vs sampling steps"] = _save_figure(fig, axes[1], out_dir / "quality_vs_sampling_steps.png")
     return figs
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from bench.bundle_setup import first_batch
-from bench.timing import Block, count_flops, sync
+from bench.timing import Block, count_flops, timed_steps
 
 __all__ = ["SAMPLER_SETTINGS", "Autocast", "our_denoiser", "sampling_variants"]
 
@@ -41,16 +41,6 @@ def our_denoiser(parser: Any, method: str, device: torch.device, amp: bool, chan
     return Autocast(to_channels_last(den.eval(), channels_last), amp, device)
 
 
-def _run(fn: Callable[[], Any], items: int, device: torch.device) -> Block:
-    import time
-
-    sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return Block(items, time.perf_counter() - w0, time.process_time() - c0)
-
-
 def sampling_variants(
     parser: Any, method: str, cfg: Mapping[str, Any], device: torch.device
 ) -> tuple[dict[str, Callable[[], Block]], dict[str, int], dict[str, int]]:
@@ -73,7 +63,7 @@ def sampling_variants(
     for name, n in SAMPLER_SETTINGS:
         sampler = ConditionalSampler(make_scheduler(name, prediction_type="epsilon"), num_inference_steps=n)
         key = f"ours {name}_{n}"
-        variants[key] = lambda s=sampler: _run(lambda: s(den, cond, noise), bs, device)
+        variants[key] = lambda s=sampler: timed_steps(lambda: s(den, cond, noise), 1, bs, device)
         steps[key] = n
     t500 = torch.full((bs,), 500, device=device, dtype=torch.long)
     with torch.no_grad():
@@ -114,7 +104,7 @@ def sampling_variants(
 
     def ref_block() -> Block:
         with torch.no_grad():
-            return _run(ref, bs, device)
+            return timed_steps(ref, 1, bs, device)
 
     variants["reference ddim_50"] = ref_block
     steps["reference ddim_50"] = 50

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.bundle_setup import NETWORK_KEY, bundle_parser, first_batch, network_overrides
-from bench.timing import Block, sync
+from bench.timing import Block, timed_steps
 
 __all__ = ["speed_overrides", "arch_of", "reference_unet", "ReferenceLoop", "SiameseReferenceLoop", "step_flops"]
 
@@ -119,14 +119,7 @@ class ReferenceLoop:
         return loss
 
     def __call__(self) -> Block:
-        import time
-
-        sync(self.device)
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(self.iterations):
-            self.step()
-        sync(self.device)
-        return Block(self.iterations * self.batch_size, time.perf_counter() - w0, time.process_time() - c0)
+        return timed_steps(self.step, self.iterations, self.batch_size, self.device)
 
     def flops(self) -> int:
         from bench.timing import count_flops

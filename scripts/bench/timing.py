@@ -24,6 +24,7 @@ __all__ = [
     "Block",
     "Interleaved",
     "timed",
+    "timed_steps",
     "spread",
     "interleave",
     "sync",
@@ -81,6 +82,19 @@ def timed(fn: Callable[[], int], device: torch.device | str = "cpu") -> Block:
     items = fn()
     sync(device)
     return Block(int(items), time.perf_counter() - w0, time.process_time() - c0)
+
+
+def timed_steps(
+    step: Callable[[], Any], iterations: int, items_per_step: int, device: torch.device | str = "cpu"
+) -> Block:
+    """Run ``step`` ``iterations`` times between two reads of both clocks (``iterations * items_per_step`` items)."""
+
+    def run() -> int:
+        for _ in range(iterations):
+            step()
+        return iterations * items_per_step
+
+    return timed(run, device)
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

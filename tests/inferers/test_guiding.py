@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_denoiser
 from monai.networks.schedulers import DDIMScheduler
 
 from monai_siamese.inferers import ConditionalSampler, DynamicGuidingMask, seeded_noise
-from monai_siamese.networks import ConcatConditionedUNet
 
 
 def _setup():
@@ -31,17 +30,7 @@ def test_region_shrinks_with_t_and_scales_with_size():
 
 def test_pixels_outside_the_final_region_equal_the_canvas():
     fg, known = _setup()
-    torch.manual_seed(0)
-    unet = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=2,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-    )
-    den = ConcatConditionedUNet(unet).eval()
+    den = tiny_denoiser(1).eval()
     sched = DDIMScheduler(1000)
     hook = DynamicGuidingMask(known, fg, sched, margin_fraction=0.2, min_margin=1.0, seeds=[0, 1])
     out = ConditionalSampler(sched, num_inference_steps=8)(den, fg, seeded_noise((1, 32, 32), [0, 1]), hooks=[hook])

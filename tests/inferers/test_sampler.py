@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_denoiser
 from monai.networks.schedulers import DDIMScheduler
 
 from monai_siamese.inferers import ConditionalSampler, LatentInterpolation, seeded_noise
-from monai_siamese.networks import ConcatConditionedUNet
-
-
-def _denoiser():
-    torch.manual_seed(0)
-    unet = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=3,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-    )
-    return ConcatConditionedUNet(unet).eval()
 
 
 def test_seeded_noise_depends_only_on_the_seed():
@@ -33,7 +18,7 @@ def test_seeded_noise_depends_only_on_the_seed():
 
 
 def test_same_seed_same_sample_and_guidance_math():
-    den = _denoiser()
+    den = tiny_denoiser(2).eval()
     cond = torch.zeros(2, 2, 16, 16)
     cond[:, 1, 4:12, 4:12] = 1
     cond[:, 0] = 1 - cond[:, 1]
@@ -49,13 +34,11 @@ def test_same_seed_same_sample_and_guidance_math():
     with torch.no_grad():
         eps_c = den(x, t, cond)
         eps_u = den(x, t, torch.full_like(cond, -1.0))
-        torch.testing.assert_close(
-            g.predict(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4
-        )
+        torch.testing.assert_close(g.predict(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4)
 
 
 def test_latent_interpolation_lambda_one_forgets_the_initial_noise():
-    den = _denoiser()
+    den = tiny_denoiser(2).eval()
     cond = torch.zeros(1, 2, 16, 16)
     cond[:, 0] = 1
     ref = torch.rand(1, 1, 16, 16) * 2 - 1
@@ -70,7 +53,7 @@ def test_latent_interpolation_lambda_one_forgets_the_initial_noise():
 
 
 def test_hooks_run_after_every_step():
-    den = _denoiser()
+    den = tiny_denoiser(2).eval()
     cond = torch.ones(1, 2, 8, 8) * 0.5
     calls = []
 

@@ -9,13 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import write_nifti
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_denoiser, write_nifti
 
 from monai_siamese.data import LabelValueError, SliceDataset, fit_slice_transform, pair_load_transform
 from monai_siamese.data.volume import read_label_volume
 from monai_siamese.inferers import ConditionalSampler, VolumeGenerator
-from monai_siamese.networks import ConcatConditionedUNet
 from monai_siamese.transforms import NULL_CONDITION, context_channels
 
 # oblique-free but permuted and flipped axes (file axes are not RAS), anisotropic spacing
@@ -30,26 +28,12 @@ def _label(path: Path, shape=(14, 11, 9), values=(1, 2, 3)) -> str:
     return write_nifti(path, lab, AFFINE)
 
 
-def _denoiser(cond_channels: int) -> ConcatConditionedUNet:
-    torch.manual_seed(0)
-    unet = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1 + cond_channels,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-    )
-    return ConcatConditionedUNet(unet).eval()
-
-
 def _generator(labels, out, mode="consistent", k=1, **kwargs) -> VolumeGenerator:
     prev = mode == "consistent"
     kw = dict(num_classes=4, spatial_size=16, preset="ct", device="cpu", progress=False, previews=False)
     kw.update(kwargs)
     return VolumeGenerator(
-        _denoiser(context_channels(4, k, previous_image=prev)),
+        tiny_denoiser(context_channels(4, k, previous_image=prev)).eval(),
         ConditionalSampler("ddim", num_inference_steps=2),
         labels,
         out,

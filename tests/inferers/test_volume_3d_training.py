@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from helpers import write_nifti
+from helpers import tiny_denoiser, write_nifti
 from monai.data import DataLoader, Dataset, load_decathlon_datalist
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, RandSpatialCropd, ScaleIntensityd
 
 from monai_siamese.inferers import ConditionalSampler, VolumeGenerator
-from monai_siamese.networks import ConcatConditionedUNet
 from monai_siamese.transforms import context_channels
 
 
 def _synthetic_datalist(tmp_path) -> str:
-    from monai.networks.nets import DiffusionModelUNet
-
     affine = np.diag([1.5, 1.5, 2.0, 1.0])
     labels = []
     for i in range(2):
@@ -29,18 +26,8 @@ def _synthetic_datalist(tmp_path) -> str:
         lab[4 + i : 20, 5:18, 3:17] = 1
         lab[8:16, 8 + i : 15, 6:14] = 2
         labels.append(write_nifti(tmp_path / f"label{i}.nii.gz", lab, affine))
-    torch.manual_seed(0)
-    unet = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1 + context_channels(3, 1),
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-    )
     gen = VolumeGenerator(
-        ConcatConditionedUNet(unet),
+        tiny_denoiser(context_channels(3, 1)),
         ConditionalSampler("ddim", num_inference_steps=2),
         labels,
         tmp_path / "synthetic",

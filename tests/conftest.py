@@ -11,7 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> str:
     """The demo data, built once into a session folder (``MONAI_SIAMESE_DEMO_DIR`` points there)."""

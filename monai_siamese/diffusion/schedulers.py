@@ -102,9 +102,7 @@ def make_noise_scheduler(
             **kwargs,
         )
     ptype = prediction_for(objective, prediction_type)
-    return DDPMScheduler(
-        num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=ptype, **kwargs
-    )
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=ptype, **kwargs)
 
 
 def make_scheduler(

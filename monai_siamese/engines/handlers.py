@@ -72,8 +72,13 @@ def find_latest_checkpoint(ckpt_dir: str | os.PathLike, pattern: str = "*checkpo
 
 def _np_state(state: tuple) -> dict:
     name, keys, pos, has_gauss, cached = state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _np_restore(d: Mapping) -> tuple:

@@ -52,7 +52,9 @@ class ConditionalDiffusionPrepareBatch(DiffusionPrepareBatch):
         self.prediction_type = PredictionType(prediction_type).value
         flow = self.prediction_type == PredictionType.FLOW.value
         if (flow or self.prediction_type == PredictionType.V_PREDICTION.value or min_snr_gamma) and scheduler is None:
-            raise ValueError(f"prediction_type={self.prediction_type!r} / min-SNR weighting need the training scheduler")
+            raise ValueError(
+                f"prediction_type={self.prediction_type!r} / min-SNR weighting need the training scheduler"
+            )
         if scheduler is not None and flow != is_flow(scheduler):
             raise ValueError(f"prediction_type={self.prediction_type!r} does not fit {type(scheduler).__name__}")
         if min_snr_gamma and flow:
@@ -99,7 +101,9 @@ class DiffusionLoss(nn.Module):
     Equal to ``torch.nn.MSELoss`` without weights.
     """
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, prediction: torch.Tensor, target: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
         weights = None
         if isinstance(target, (tuple, list)):
             target, weights = target

@@ -43,8 +43,12 @@ CLI_OPTIONS = (
     ("gen_iterations", int, "generator training iterations"),
     ("synthetic_ratio", float, "synthetic fraction of every batch"),
     ("samples_per_mask", int, "synthetic samples per conditioning mask"),
-    ("mask_sources", "sources", "';'-separated mask sources: regime, augmented, generated, interpolated, mixtures "
-     "'augmented:0.5,interpolated:0.5', or datalist (the masks of --mask_datalist)"),
+    (
+        "mask_sources",
+        "sources",
+        "';'-separated mask sources: regime, augmented, generated, interpolated, mixtures "
+        "'augmented:0.5,interpolated:0.5', or datalist (the masks of --mask_datalist)",
+    ),
     ("selections", "names", "pair selections per synthetic set: none, filter, select"),
     ("mask_datalist", str, "datalist of the 'datalist' mask source"),
     ("mask_split", str, "its split"),
@@ -53,7 +57,6 @@ CLI_OPTIONS = (
     ("device", str, "device (default: cuda when available)"),
     ("workers", int, "processes for independent steps (default: the CPU cores, at most 4)"),
 )
-
 
 
 class Preset(str, Enum):

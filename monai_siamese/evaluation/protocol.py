@@ -44,6 +44,7 @@ from monai_siamese.evaluation.config import (
     synthetic_arms,
     training_seeds,
 )
+from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
 from monai_siamese.evaluation.scoring import score_segmentation, select_pairs, synthetic_quality
 from monai_siamese.evaluation.steps import (
     cached_step,
@@ -52,7 +53,6 @@ from monai_siamese.evaluation.steps import (
     train_generator,
     train_segmentation,
 )
-from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
 from monai_siamese.utils import atomic_write_json, versions
 
 __all__ = ["run_evaluation", "resolve_config"]
@@ -123,8 +123,12 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     pool = load_datalist(cfg.datalist, cfg.pool_split, cfg.dataset_dir)
     test = load_datalist(cfg.datalist, cfg.test_split, cfg.dataset_dir)
     # every file of the pool and the test split is checked before anything trains: all problems at once, by file
-    validate_or_raise(pool + test, cfg.num_classes, label_mapping=data_over.get("label_mapping"),
-                      label_threshold=data_over.get("label_threshold"))  # fmt: skip
+    validate_or_raise(
+        pool + test,
+        cfg.num_classes,
+        label_mapping=data_over.get("label_mapping"),
+        label_threshold=data_over.get("label_threshold"),
+    )
     seg_over = {**cfg.seg_overrides, **data_over}
     seg_common = dict(
         iterations=cfg.seg_iterations,
@@ -137,8 +141,14 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     tasks_of = lambda ts: run_tasks(ts, workers, log=_log)  # noqa: E731
     judge_dir = out / "judge"
     judge_model = judge_dir / "models" / "model_final.pt"
-    seg_run = dict(bundle=str(seg_bundle), configs=list(cfg.seg_configs), test=list(test),
-                   class_names=list(cfg.class_names), device=cfg.device, common=seg_common)  # fmt: skip
+    seg_run = dict(
+        bundle=str(seg_bundle),
+        configs=list(cfg.seg_configs),
+        test=list(test),
+        class_names=list(cfg.class_names),
+        device=cfg.device,
+        common=seg_common,
+    )
 
     # 1. the slice draws: every arm and generator of a regime and draw uses exactly these N pairs
     draws: dict[tuple[int, int], dict] = {}
@@ -147,9 +157,16 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             folder = out / "draws" / draw_tag(n, d)
             draws[(n, d)] = cached_step(
                 folder,
-                lambda: draw_regime(pool, n, d, folder, cfg.num_classes, slice_axis=int(seg_over.get("slice_axis", 2)),
-                                    label_mapping=seg_over.get("label_mapping"),
-                                    label_threshold=seg_over.get("label_threshold")),  # fmt: skip
+                lambda: draw_regime(
+                    pool,
+                    n,
+                    d,
+                    folder,
+                    cfg.num_classes,
+                    slice_axis=int(seg_over.get("slice_axis", 2)),
+                    label_mapping=seg_over.get("label_mapping"),
+                    label_threshold=seg_over.get("label_threshold"),
+                ),
                 _log,
             )
     runs = [(n, d, seed) for (n, d) in draws for seed in training_seeds(cfg, d)]
@@ -157,20 +174,36 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     def seg_task(arm: str, n: int, d: int, seed: int, synthetic: str | None = None) -> Task:
         return Task(
             f"{__name__}:segmentation_run",
-            {**seg_run, "folder": str(out / "runs" / arm / run_tag(n, d, seed)), "datalist": draws[(n, d)]["datalist"],
-             "seed": seed, "synthetic_datalist": synthetic, "synthetic_ratio": cfg.synthetic_ratio if synthetic else 0.0},
+            {
+                **seg_run,
+                "folder": str(out / "runs" / arm / run_tag(n, d, seed)),
+                "datalist": draws[(n, d)]["datalist"],
+                "seed": seed,
+                "synthetic_datalist": synthetic,
+                "synthetic_ratio": cfg.synthetic_ratio if synthetic else 0.0,
+            },
             f"segmentation {arm} {run_tag(n, d, seed)}",
-        )  # fmt: skip
+        )
 
     # 2. the judge (whole real pool) and the real-only arms; a draw's real-only segmenter (seed = draw's first) also
     # scores its generators' pairs (MedDiff-FT's filter, the selections): no generator sees more real data
     judge_task = Task(
         f"{__name__}:segmentation_run",
-        {**seg_run, "folder": str(judge_dir), "datalist": cfg.datalist, "seed": cfg.seeds[0], "val_split": cfg.val_split,
-         "dataset_dir": cfg.dataset_dir, "common": {**seg_common, "iterations": cfg.judge_iterations or cfg.seg_iterations,
-                                                     "overrides": {**seg_over, "train_split": cfg.pool_split}}},
+        {
+            **seg_run,
+            "folder": str(judge_dir),
+            "datalist": cfg.datalist,
+            "seed": cfg.seeds[0],
+            "val_split": cfg.val_split,
+            "dataset_dir": cfg.dataset_dir,
+            "common": {
+                **seg_common,
+                "iterations": cfg.judge_iterations or cfg.seg_iterations,
+                "overrides": {**seg_over, "train_split": cfg.pool_split},
+            },
+        },
         "judge segmenter on the whole pool",
-    )  # fmt: skip
+    )
     _log(f"judge segmenter on the whole pool ({len(pool)} entries) and {len(runs)} real-only segmentation runs")
     tasks_of([judge_task, *[seg_task(REAL_ARM, n, d, seed) for n, d, seed in runs]])
     real_dir = {(n, d): out / "runs" / REAL_ARM / run_tag(n, d, training_seeds(cfg, d)[0]) for n, d in draws}
@@ -185,16 +218,26 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             for n, d in draws:
                 over = {**cfg.gen_overrides, **cfg.method_overrides.get(method, {}), **data_over}
                 if stage:  # fine-tuning: the base model of the same draw, every pair of the regime
-                    over.update(pretrained_path=str(gen_dir(base_of(method), n, d) / "models" / "model.safetensors"),
-                                num_real_pairs=None)  # fmt: skip
+                    over.update(
+                        pretrained_path=str(gen_dir(base_of(method), n, d) / "models" / "model.safetensors"),
+                        num_real_pairs=None,
+                    )
                 iterations = cfg.finetune_iterations if stage else cfg.gen_iterations
-                tasks.append(Task(
-                    f"{__name__}:generator_run",
-                    {"folder": str(gen_dir(method, n, d)), "bundle": str(bundles / method),
-                     "configs": list(cfg.gen_train_configs), "datalist": draws[(n, d)]["generator_datalist"],
-                     "seed": d, "iterations": iterations, "overrides": over},
-                    f"generator {method} {draw_tag(n, d)}",
-                ))  # fmt: skip
+                tasks.append(
+                    Task(
+                        f"{__name__}:generator_run",
+                        {
+                            "folder": str(gen_dir(method, n, d)),
+                            "bundle": str(bundles / method),
+                            "configs": list(cfg.gen_train_configs),
+                            "datalist": draws[(n, d)]["generator_datalist"],
+                            "seed": d,
+                            "iterations": iterations,
+                            "overrides": over,
+                        },
+                        f"generator {method} {draw_tag(n, d)}",
+                    )
+                )
         _log(f"{len(tasks)} generator trainings" + (" (fine-tuning their base generators)" if stage else ""))
         tasks_of(tasks)
 
@@ -206,14 +249,26 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 folder = gen_dir(method, n, d) / "sets" / source_tag(source)
                 sets[(n, d, Arm(method, source).set_name)] = str(folder / "synthetic" / "datalist.json")
                 kw = _sampling_arguments(cfg, method, source, draws[(n, d)]["datalist"], n, real_dir[(n, d)], data_over)
-                tasks.append(Task(
-                    f"{__name__}:sampling_run",
-                    {"folder": str(folder), "bundle": str(bundles / method), "configs": list(cfg.gen_infer_configs),
-                     "ckpt_dir": str(gen_dir(method, n, d) / "models"), "seed": d, "sampling": kw,
-                     "judge": str(judge_model), "pool": list(pool), "class_names": list(cfg.class_names),
-                     "kid_subsets": cfg.kid_subsets, "inception_weights": cfg.inception_weights, "device": cfg.device},
-                    f"sampling {method} on {source} masks {draw_tag(n, d)}",
-                ))  # fmt: skip
+                tasks.append(
+                    Task(
+                        f"{__name__}:sampling_run",
+                        {
+                            "folder": str(folder),
+                            "bundle": str(bundles / method),
+                            "configs": list(cfg.gen_infer_configs),
+                            "ckpt_dir": str(gen_dir(method, n, d) / "models"),
+                            "seed": d,
+                            "sampling": kw,
+                            "judge": str(judge_model),
+                            "pool": list(pool),
+                            "class_names": list(cfg.class_names),
+                            "kid_subsets": cfg.kid_subsets,
+                            "inception_weights": cfg.inception_weights,
+                            "device": cfg.device,
+                        },
+                        f"sampling {method} on {source} masks {draw_tag(n, d)}",
+                    )
+                )
     _log(f"{len(tasks)} synthetic sets")
     tasks_of(tasks)
     cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
@@ -230,10 +285,17 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             folder = gen_dir(arm.method, n, d) / "sets" / source_tag(arm.mask_source) / arm.selection
             res = cached_step(
                 folder,
-                lambda: select_pairs(real_dir[(n, d)] / "models" / "model_final.pt", sets[(n, d, arm.set_name)],
-                                     folder, arm.selection, cfg.selection_dice, cfg.selection_fraction, cfg.device),
+                lambda: select_pairs(
+                    real_dir[(n, d)] / "models" / "model_final.pt",
+                    sets[(n, d, arm.set_name)],
+                    folder,
+                    arm.selection,
+                    cfg.selection_dice,
+                    cfg.selection_fraction,
+                    cfg.device,
+                ),
                 _log,
-            )  # fmt: skip
+            )
             sets[(n, d, arm.name)] = res["datalist"]
 
     # 6. every synthetic arm: same slices, same seeds, same budget as the real-only arm
@@ -270,11 +332,20 @@ def segmentation_run(
     folder = Path(folder)
     cached_step(
         folder / "train",
-        lambda: train_segmentation(bundle, configs, datalist, folder, seed, synthetic_datalist=synthetic_datalist,
-                                   synthetic_ratio=synthetic_ratio, val_split=val_split, dataset_dir=dataset_dir,
-                                   **common),
+        lambda: train_segmentation(
+            bundle,
+            configs,
+            datalist,
+            folder,
+            seed,
+            synthetic_datalist=synthetic_datalist,
+            synthetic_ratio=synthetic_ratio,
+            val_split=val_split,
+            dataset_dir=dataset_dir,
+            **common,
+        ),
         _log,
-    )  # fmt: skip
+    )
     return cached_step(
         folder / "test",
         lambda: score_segmentation(folder / "models" / "model_final.pt", test, class_names, device),
@@ -360,7 +431,9 @@ def _sampling_arguments(
     samples_per_mask = cfg.samples_per_mask if source == "regime" else 1
     over["masks_per_real"] = cfg.samples_per_mask
     if base_of(method) is not None:  # canvases = the regime's pairs; as many pairs as the other methods
-        over.update(num_real_pairs=None, num_pairs=num_real * cfg.samples_per_mask, segmenter_path=str(real_dir / "models"))
+        over.update(
+            num_real_pairs=None, num_pairs=num_real * cfg.samples_per_mask, segmenter_path=str(real_dir / "models")
+        )
     return {
         "mask_datalist": mask_datalist,
         "mask_split": mask_split,

@@ -65,7 +65,9 @@ class SiameseDiffusionInferer(Inferer):
         image_hint: :class:`ImageHint`, how the image is matched to the hint channels.
     """
 
-    def __init__(self, image_branch: bool = True, oa_max_t: float = 200, image_hint: ImageHint | str = "repeat") -> None:
+    def __init__(
+        self, image_branch: bool = True, oa_max_t: float = 200, image_hint: ImageHint | str = "repeat"
+    ) -> None:
         super().__init__()
         self.image_branch = image_branch
         self.oa_max_t = oa_max_t

@@ -35,10 +35,10 @@ from monai_siamese.networks.siamese import SiameseDiffusionNetwork, UNetMode, se
 from monai_siamese.networks.weights import (
     adapt_input_channels,
     check_settings,
-    read_settings,
     load_pretrained,
     load_state_dict_file,
     load_weights,
+    read_settings,
     save_weights,
 )
 

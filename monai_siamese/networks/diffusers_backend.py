@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from monai_siamese.errors import InputError
-from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
 from monai_siamese.networks.diffusers_models import (
     DIFFUSERS_ENCODER_PREFIXES,
     DiffusersControlNet,
@@ -38,6 +37,7 @@ from monai_siamese.networks.diffusers_models import (
     DiffusersUNet,
     TextGuidedDenoiser,
 )
+from monai_siamese.networks.latent import ConditionMode, DiffusersVAECodec
 
 __all__ = [
     "PretrainedModelError",

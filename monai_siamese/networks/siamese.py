@@ -12,7 +12,6 @@ from monai.networks.schedulers import DDPMScheduler, Scheduler
 from torch import nn
 
 from monai_siamese.diffusion import PredictionType, add_noise, diffusion_target, predict_x0
-
 from monai_siamese.networks.controlnet import (
     UNET_ENCODER_PREFIXES,
     ControlNetConditionedUNet,

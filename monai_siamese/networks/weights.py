@@ -90,6 +90,7 @@ def check_settings(path: str | os.PathLike, expected: Mapping[str, Any] | None) 
         )
     return stored
 
+
 _NESTED_KEYS = ("ema", "model", "network", "state_dict", "unet")
 
 

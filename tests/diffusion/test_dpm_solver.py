@@ -10,8 +10,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
-from monai_siamese.diffusion import DPMSolverMultistepScheduler, SamplerType, make_scheduler
 from monai_siamese.bundles import config_files
+from monai_siamese.diffusion import DPMSolverMultistepScheduler, SamplerType, make_scheduler
 from monai_siamese.inferers import ConditionalSampler
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"

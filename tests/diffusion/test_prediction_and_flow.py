@@ -40,11 +40,16 @@ def test_every_prediction_converts_back_to_x0_and_eps(scheduler):
         torch.testing.assert_close(predict_x0(scheduler, x_t, target, t, ptype), x0, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(predict_eps(scheduler, x_t, target, t, ptype), eps, atol=1e-3, rtol=1e-3)
     if isinstance(scheduler, DDPMScheduler):  # our velocity is MONAI's
-        torch.testing.assert_close(diffusion_target(scheduler, x0, eps, t, "v_prediction"), scheduler.get_velocity(x0, eps, t))
+        torch.testing.assert_close(
+            diffusion_target(scheduler, x0, eps, t, "v_prediction"), scheduler.get_velocity(x0, eps, t)
+        )
 
 
 def test_objective_and_prediction_names():
-    assert prediction_for("rflow", "epsilon") == "flow" and prediction_for(Objective.DDPM, "v_prediction") == "v_prediction"
+    assert (
+        prediction_for("rflow", "epsilon") == "flow"
+        and prediction_for(Objective.DDPM, "v_prediction") == "v_prediction"
+    )
     with pytest.raises(ValueError, match="rflow"):
         prediction_for("ddpm", "flow")
     assert isinstance(make_noise_scheduler(Objective.RFLOW), RFlowScheduler)

@@ -14,9 +14,9 @@ from monai.engines.utils import IterationEvents
 from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
+from monai_siamese.diffusion import diffusion_target, predict_x0
 from monai_siamese.engines import GradientClipHandler
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from monai_siamese.diffusion import diffusion_target, predict_x0
 from monai_siamese.engines.siamese import SiameseDiffusionLoss, SiameseScheduleHandler
 from monai_siamese.inferers import SiameseDiffusionInferer, make_image_hint
 from monai_siamese.networks import SiameseDiffusionNetwork

@@ -12,8 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import BUNDLES, REPO
-from helpers import write_nifti
+from helpers import BUNDLES, REPO, write_nifti
 
 from monai_siamese.bundles import GENERATORS, check_bundle, discover_generators
 from monai_siamese.data import load_datalist
@@ -136,7 +135,9 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     mft = json.loads((gdir / "meddiff_ft" / "N004_d0" / "train" / "result.json").read_text())
     assert Path(mft["overrides"]["pretrained_path"]).parent == gdir / "seg_guided_diffusion" / "N004_d0" / "models"
     assert mft["overrides"]["datalist"] == gen_datalist_path(out) and mft["iterations"] == 2
-    mft_sample = json.loads((gdir / "meddiff_ft" / "N004_d0" / "sets" / "augmented" / "sample" / "result.json").read_text())
+    mft_sample = json.loads(
+        (gdir / "meddiff_ft" / "N004_d0" / "sets" / "augmented" / "sample" / "result.json").read_text()
+    )
     assert Path(mft_sample["overrides"]["segmenter_path"]) == out / "runs" / "real" / "N004_d0_s0" / "models"
     assert mft_sample["pairs"] == 8
     q = next(q for q in results["quality"] if q["set"] == "seg_guided_diffusion@regime")

@@ -92,7 +92,9 @@ def test_cli_is_argument_parsing_only_and_modules_are_small():
     assert len(cli.splitlines()) <= 150
     tree = ast.parse(cli)
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
-    big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    big = {
+        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500
+    }
     assert big == {}
 
 

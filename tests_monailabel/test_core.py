@@ -39,11 +39,25 @@ def _labels_back(work: Path, reference: Path) -> np.ndarray:
     return core.paste_slices(reference, parts, fill=255, order=0, dtype=np.uint8)[0]
 
 
-def test_shared_workflow_check_in_this_environment(tmp_path, demo_dir):
+def test_shared_workflow_check_in_this_environment(tmp_path, demo_dir, monkeypatch):
     """The bundle workflow check of the main suite (kill -9, truncated checkpoint, exact resume, inference), here
-    under the MONAI Label environment's torch."""
-    with pytest.warns(RuntimeWarning, match="unreadable checkpoint"):
-        result = check_workflow(BUNDLE, tmp_path, {"dataset_dir": demo_dir})
+    under the MONAI Label environment's torch.
+
+    One CPU thread in both processes: with this environment's torch (2.14.1) and two threads, the resumed run ends
+    max |dw| ~5e-6 away from the uninterrupted one, although two uninterrupted runs (in-process or in a subprocess)
+    are bit-identical and the resumed run is too with one thread: the restored state is the same, the reduction
+    order of some multi-threaded kernel on the reloaded tensors is not. The main suite (torch 2.13) checks it with
+    two threads."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.warns(RuntimeWarning, match="unreadable checkpoint"):
+            result = check_workflow(BUNDLE, tmp_path, {"dataset_dir": demo_dir})
+    finally:
+        torch.set_num_threads(threads)
     assert result["max_abs_diff"] == 0.0 and result["resumed_from"] == result["killed_checkpoints"][1]
 
 

@@ -285,8 +285,8 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
       the mixed arms; one generator per regime and draw (its ``demo.json``: 64 x 64, 600 iterations on the draw's N
       pairs, DDPM with v-prediction; MedDiff-FT fine-tunes the seg-guided one), 8 pairs per real mask sampled with
       DPM-Solver++ (2M) in 10 steps and written back on their mask's 128 x 128 grid (``output_grid`` source: sharp
-      labels); every method on the regime's masks and on new masks (half augmented, half interpolated between two regime masks: the
-      anatomy between annotated slices, chosen a priori). CPU, 2 workers.
+      labels); every method on the regime's masks and on new masks (half augmented, half interpolated between two
+      regime masks: the anatomy between annotated slices, chosen a priori). CPU, 2 workers.
     - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
       iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
       (the calibration's setting, residual units). GPU.

@@ -22,6 +22,7 @@ from monai_siamese.bundles import (
     base_of,
     config_files,
     discover_generators,
+    folder_overrides,
     generator_properties_path,
     missing_properties,
     run_bundle,
@@ -37,7 +38,7 @@ ALL_BUNDLES = [*GENERATORS, SEGMENTATION]
 def base_weights(tmp_path_factory, demo_dir) -> str:
     """Tiny segmentation-guided weights, the base model that MedDiff-FT fine-tunes."""
     root = tmp_path_factory.mktemp("base")
-    over = {"dataset_dir": demo_dir, "ckpt_dir": str(root / "models"), "log_dir": str(root / "logs")}
+    over = {"dataset_dir": demo_dir, **folder_overrides(root)}
     run_bundle("seg_guided_diffusion", ["train.json", "tiny.json"], "training", "train", {**over, "sample_interval": 0})
     return str(root / "models" / "model.safetensors")
 
@@ -137,8 +138,12 @@ def test_sampling_config_that_disagrees_with_training_fails_in_one_line(bundle, 
     """Weights carry their training settings: plain ``inference.json`` (256 x 256, reference network, epsilon) on
     tiny v-prediction weights names every disagreeing key instead of sampling wrong images."""
     over = {**_overrides(bundle, demo_dir, base_weights), "prediction_type": "v_prediction", "sample_interval": 0}
-    run_bundle(bundle, ["train.json", "tiny.json"], "training", "train", {**over, "ckpt_dir": str(tmp_path / "m")})
-    infer = {**_overrides(bundle, demo_dir, base_weights), "ckpt_dir": str(tmp_path / "m"), "output_dir": str(tmp_path)}
+    run_bundle(bundle, ["train.json", "tiny.json"], "training", "train", {**over, **folder_overrides(tmp_path / "m")})
+    infer = {
+        **_overrides(bundle, demo_dir, base_weights),
+        "ckpt_dir": str(tmp_path / "m" / "models"),
+        "output_dir": str(tmp_path),
+    }
     cmd = bundle_command(bundle, ["inference.json"], "inference", infer, tmp_path / "args.json")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path))
     assert proc.returncode == 1

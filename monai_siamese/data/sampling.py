@@ -21,12 +21,10 @@ from torch.utils.data import Dataset, Sampler
 
 __all__ = ["ResumableBatchSampler", "SeededDataset", "item_seed", "reseed"]
 
-_MAX_SEED = 2**32
-
 
 def item_seed(seed: int, part: int, position: int) -> int:
     """Seed of the item at ``position`` of stream ``part`` of a run seeded with ``seed`` (a pure function)."""
-    return int(np.random.SeedSequence([int(seed) % _MAX_SEED, int(part), int(position)]).generate_state(1)[0])
+    return int(np.random.SeedSequence([int(seed) % MAX_SEED, int(part), int(position)]).generate_state(1)[0])
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -183,5 +181,5 @@ class SeededDataset(Dataset):
         if self.transform is None:
             return item
         if seed is not None and isinstance(self.transform, Randomizable):
-            reseed(self.transform, int(seed) % _MAX_SEED, self._states)
+            reseed(self.transform, int(seed) % MAX_SEED, self._states)
         return apply_transform(self.transform, item)

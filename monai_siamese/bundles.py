@@ -241,6 +241,7 @@ def generate_volumes(
     out: str | os.PathLike,
     configs: Sequence[str] = ("inference.json",),
     overrides: Mapping[str, Any] | None = None,
+    images: Sequence[str | os.PathLike] | None = None,
 ) -> Any:
     """Whole synthetic volumes from 3D label maps with a trained generator bundle (its ``volume`` run, a
     :class:`~monai_siamese.inferers.VolumeGenerator`): each label's NIfTI volume is written to ``out`` with the
@@ -253,16 +254,23 @@ def generate_volumes(
         configs: the bundle's sampling configs (add those the model was trained with, e.g. ``demo.json``,
             ``context.json``; a mismatch stops with one line naming the keys).
         overrides: further overrides (``ckpt_dir``, ``seed``, ``volume_mode``, ``volumes_per_label``...).
+        images: one canvas image volume per label, on the label's grid (``meddiff_ft`` inpaints into it; for the
+            other generators it only sets the output's intensity range, as in training).
     """
     from monai_siamese.data.datalist import write_datalist
+    from monai_siamese.errors import InputError
 
     out = Path(out).resolve()
-    missing = [str(p) for p in labels if not Path(p).is_file()]
+    images = list(images or [])
+    missing = [str(p) for p in [*labels, *images] if not Path(p).is_file()]
     if missing:
-        from monai_siamese.errors import InputError
-
-        raise InputError(f"{', '.join(missing)}: label file not found")
-    entries = [{"label": str(Path(p).resolve())} for p in labels]
+        raise InputError(f"{', '.join(missing)}: file not found")
+    if images and len(images) != len(labels):
+        raise InputError(f"{len(images)} images for {len(labels)} labels: give one canvas image per label")
+    entries = [
+        {"label": str(Path(p).resolve()), **({"image": str(Path(images[i]).resolve())} if images else {})}
+        for i, p in enumerate(labels)
+    ]
     datalist = write_datalist(out / "labels_to_generate.json", {"masks": entries}, relative=False)
     over = {"volume_datalist": datalist, "volume_split": "masks", "output_dir": str(out), **dict(overrides or {})}
     return run_bundle(bundle, configs, "volume", "infer", over)

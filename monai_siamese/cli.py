@@ -80,7 +80,8 @@ def _cmd_volume(args: argparse.Namespace) -> int:
     from monai_siamese.bundles import generate_volumes
 
     configs = ["inference.json", *[c for c in args.configs.split(",") if c]]
-    generate_volumes(args.bundle, args.label, args.out, configs, {"ckpt_dir": args.ckpt_dir} if args.ckpt_dir else {})
+    over = {"ckpt_dir": args.ckpt_dir} if args.ckpt_dir else {}
+    generate_volumes(args.bundle, args.label, args.out, configs, over, images=args.image)
     return 0
 
 
@@ -117,6 +118,7 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "volume": ("whole synthetic NIfTI volumes from 3D label maps with a trained generator", [
         ("--bundle", {"default": GENERATORS[0], "choices": GENERATORS}),
         ("--label", {"required": True, "nargs": "+", "help": "3D label map(s) (NIfTI)"}),
+        ("--image", {"nargs": "+", "help": "meddiff_ft: the real canvas volume of each label (same grid)"}),
         ("--out", {"required": True, "help": "output folder (images/, labels/, datalist.json)"}),
         ("--configs", {"default": "", "help": "configs it was trained with besides inference.json: demo.json,..."}),
         ("--ckpt_dir", {"help": "folder of the trained model.safetensors"})]),

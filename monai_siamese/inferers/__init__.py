@@ -15,6 +15,7 @@ from monai_siamese.inferers.volume import (
     condition_channels_of,
     slice_noise_seed,
 )
+from monai_siamese.inferers.volume_canvas import VolumeCanvas
 
 __all__ = [
     "ImageHint",
@@ -24,6 +25,7 @@ __all__ = [
     "SliceNoise",
     "VolumeGenerator",
     "VolumeMode",
+    "VolumeCanvas",
     "condition_channels_of",
     "slice_noise_seed",
     "DynamicGuidingMask",

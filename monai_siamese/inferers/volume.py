@@ -36,6 +36,7 @@ from monai_siamese.data.volume import LabelVolume, SyntheticVolumeWriter, read_l
 from monai_siamese.data.writer import pair_name
 from monai_siamese.inferers.generate import sample_seed
 from monai_siamese.inferers.sampler import ConditionalSampler, seeded_noise
+from monai_siamese.inferers.volume_canvas import VolumeCanvas
 from monai_siamese.transforms.context import ContextEdge, context_channels, encode_context
 from monai_siamese.transforms.mask import NULL_CONDITION, MaskEncoding
 from monai_siamese.utils import default_device
@@ -141,6 +142,8 @@ class VolumeGenerator:
         null_value: the null value of training.
         previews: write an orthogonal-reformat PNG per volume.
         progress: log progress.
+        canvas: MedDiff-FT inpainting (:class:`~monai_siamese.inferers.VolumeCanvas`): every entry names a real
+            canvas ``image``; its known part joins the condition and the dynamic guiding mask runs at every step.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class VolumeGenerator:
         null_value: float = NULL_CONDITION,
         previews: bool = True,
         progress: bool = True,
+        canvas: VolumeCanvas | None = None,
     ) -> None:
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
@@ -210,6 +214,7 @@ class VolumeGenerator:
         self.method = method
         self.null_value = float(null_value)
         self.progress = progress
+        self.canvas = canvas
         self.fit = fit_slice_transform(self.spatial_size, keep_aspect=keep_aspect)
         self.writer = SyntheticVolumeWriter(output_dir, method, num_classes, previews=previews, config=self.settings())
         self.generated = 0
@@ -223,9 +228,10 @@ class VolumeGenerator:
     @property
     def condition_channels(self) -> int:
         """Channels of the condition this generator builds (must equal what the model was trained with)."""
-        return context_channels(
+        mask = context_channels(
             self.num_classes, self.context_slices, self.mask_encoding, self.image_channels, self.previous_image
         )
+        return mask + (self.image_channels if self.canvas is not None else 0)
 
     def settings(self) -> dict[str, Any]:
         """The settings recorded in the manifest."""
@@ -245,6 +251,7 @@ class VolumeGenerator:
             "num_inference_steps": self.sampler.num_inference_steps,
             "guidance_scale": self.sampler.guidance_scale,
             "eta": self.sampler.eta,
+            "canvas": self.canvas is not None,
         }
 
     def check_model(self) -> None:
@@ -337,8 +344,11 @@ class VolumeGenerator:
         return counts < threshold
 
     @torch.no_grad()
-    def generate(self, volume: LabelVolume, volume_seed: int) -> torch.Tensor:
-        """Generate the image of one label volume; returns ``(C, X, Y, Z)`` in [-1, 1] on ``volume.data``'s grid."""
+    def generate(
+        self, volume: LabelVolume, volume_seed: int, canvas: tuple[torch.Tensor, np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """Generate the image of one label volume; returns ``(C, X, Y, Z)`` in [-1, 1] on ``volume.data``'s grid.
+        ``canvas``: the entry's canvas and its own class map (:meth:`VolumeCanvas.read`), with ``canvas=`` set."""
         axis = self.slice_axis
         lab = torch.from_numpy(volume.data).movedim(axis, 0)  # (n, h, w)
         n, h, w = lab.shape
@@ -350,24 +360,38 @@ class VolumeGenerator:
             self.denoiser.eval()
         todo = [i for i in range(n) if not bool(empty[i])]
         out[empty] = self.fill_value
+        painted = None
+        if self.canvas is not None:
+            if canvas is None:
+                raise ValueError(f"{volume.path}: this generator inpaints into a canvas: pass the entry's canvas")
+            own = self._fit_labels(torch.from_numpy(canvas[1]).movedim(axis, 0))
+            painted = (self.canvas.fit_slices(self.fit, canvas[0], axis), (fitted > 0) | (own > 0))
+
+        def sample(chunk: list[int], previous: torch.Tensor | None, first: bool) -> torch.Tensor:
+            seeds = [slice_noise_seed(volume_seed, i, self.noise) for i in chunk]
+            cond, hooks = self._condition(fitted, chunk, previous, first), []
+            if painted is not None:
+                known, fg = painted[0][chunk], painted[1][chunk]
+                cond = torch.cat([cond, self.canvas.known(known, fg).to(cond)], 1)
+                hooks = [self.canvas.hook(known.to(self.device), fg, seeds)]
+            return self.sampler(self.denoiser, cond, seeded_noise(shape, seeds, self.device), hooks=hooks).float().cpu()
+
         if self.mode == VolumeMode.INDEPENDENT:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
-                seeds = [slice_noise_seed(volume_seed, i, self.noise) for i in chunk]
-                x = seeded_noise(shape, seeds, self.device)
-                cond = self._condition(fitted, chunk, None, first=True)
-                out[chunk] = self.sampler(self.denoiser, cond, x).float().cpu()
+                out[chunk] = sample(chunk, None, True)
         else:
             previous: torch.Tensor | None = None
             for i in range(n):
                 if not bool(empty[i]):
-                    x = seeded_noise(shape, [slice_noise_seed(volume_seed, i, self.noise)], self.device)
-                    cond = self._condition(fitted, [i], previous, first=i == 0)
-                    out[i] = self.sampler(self.denoiser, cond, x)[0].float().cpu()
+                    out[i] = sample([i], previous, i == 0)[0]
                 previous = out[i : i + 1].clone()
                 if self.progress and (i + 1) % 50 == 0:
                     logger.info(f"{volume.path}: slice {i + 1}/{n}")
         images = self._unfit(out, h, w)  # (n, C, h, w)
+        if painted is not None:  # the canvas itself outside the final editable region, at the label's resolution
+            region = self._unfit(self.canvas.hook(painted[0], painted[1], [0] * n).region(-1).float(), h, w)
+            images = region * images + (1 - region) * canvas[0].movedim(axis + 1, 0).to(images)
         return images.movedim(0, axis + 1).contiguous()  # (C, ...) with n back at the slicing axis
 
     # --- all volumes ------------------------------------------------------------------------------------------------
@@ -392,18 +416,21 @@ class VolumeGenerator:
             if all(self.writer.done(nm) for nm in names):
                 self.writer.skipped += len(names)
                 continue
-            self.read(entry)  # validation: 2D labels and unknown classes stop here, before any sampling
+            volume = self.read(entry)  # validation: 2D labels and unknown classes stop here, before any sampling
+            if self.canvas is not None:
+                self.canvas.read(entry, volume, self.num_classes, self.axcodes)  # a missing / misfit canvas too
             jobs.append((i, entry, names))
         started = time.time()
         for i, entry, names in jobs:
             volume = self.read(entry)
+            canvas = self.canvas.read(entry, volume, self.num_classes, self.axcodes) if self.canvas else None
             lo, hi = self.units(entry)
             for k, nm in enumerate(names):
                 if self.writer.done(nm):
                     self.writer.skipped += 1
                     continue
                 vseed = sample_seed(self.seed, i, k)
-                image = self.generate(volume, vseed)  # (C, *data grid)
+                image = self.generate(volume, vseed, canvas)  # (C, *data grid)
                 arr = image.numpy()
                 arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
                 arr = volume.to_file(arr)

@@ -148,6 +148,9 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         fill_value: value of the image inside the region.
         append_region: also append the region as the last channel of the condition (``[mask, known, region]``,
             what a latent inpainting denoiser takes: see :class:`~monai_siamese.networks.ConditionMode`).
+        condition_key: optional key of a condition already built for the mask (e.g. the 2.5D condition of
+            :class:`~monai_siamese.transforms.ContextConditiond`) that replaces the encoded mask as the leading part:
+            ``[condition, known(, region)]``.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         region_key: str = "region",
         fill_value: float = 0.0,
         append_region: bool = False,
+        condition_key: str | None = None,
     ) -> None:
         MapTransform.__init__(self, [image_key, label_key])
         RandomizableTransform.__init__(self, prob=1.0)
@@ -176,6 +180,7 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         self.region_key = region_key
         self.fill_value = fill_value
         self.append_region = append_region
+        self.condition_key = condition_key
         self._fraction = self.margin_range[1]
 
     def randomize(self, data: Any = None) -> None:
@@ -192,7 +197,15 @@ class InpaintConditiond(RandomizableTransform, MapTransform):
         region_t = torch.from_numpy(region.astype(np.float32))[None]
         img = torch.as_tensor(d[self.image_key]).float()
         known = img * (1 - region_t) + self.fill_value * region_t
-        parts = [encode_mask(lab, self.num_classes, self.encoding), known]
+        if self.condition_key is not None:
+            if self.condition_key not in d:
+                raise KeyError(
+                    f"InpaintConditiond: no '{self.condition_key}' condition in the item (keys {sorted(map(str, d))})"
+                )
+            lead = torch.as_tensor(d[self.condition_key]).float()
+        else:
+            lead = encode_mask(lab, self.num_classes, self.encoding)
+        parts = [lead, known]
         if self.append_region:
             parts.append(region_t)
         d[self.output_key] = torch.cat(parts, dim=0)

@@ -25,7 +25,13 @@ from monai_siamese.data.mixing import (
     synthetic_per_batch,
     tag_entries,
 )
-from monai_siamese.data.pipeline import OrientVolumed, build_slice_dataset, fit_slice_transform, pair_load_transform
+from monai_siamese.data.pipeline import (
+    OrientVolumed,
+    build_slice_dataset,
+    fit_slice_transform,
+    pair_load_transform,
+    unfit_slices,
+)
 from monai_siamese.data.sampling import ResumableBatchSampler, SeededDataset, item_seed
 from monai_siamese.data.slicing import SliceDataset, iter_slices, slice_affine
 from monai_siamese.data.validate import DataValidationError, Problem, validate_datalist, validate_or_raise
@@ -66,6 +72,7 @@ __all__ = [
     "demo_dir",
     "ensure_demo_data",
     "fit_slice_transform",
+    "unfit_slices",
     "from_unit_range",
     "image_shape",
     "item_seed",

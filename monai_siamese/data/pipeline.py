@@ -7,12 +7,14 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     EnsureTyped,
     LoadImaged,
     MapTransform,
     Orientation,
+    Resize,
     Resized,
     ResizeWithPadOrCropd,
 )
@@ -21,7 +23,7 @@ from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd
 from monai_siamese.data.labels import LabelMapd
 from monai_siamese.data.slicing import SliceDataset
 
-__all__ = ["OrientVolumed", "pair_load_transform", "fit_slice_transform", "build_slice_dataset"]
+__all__ = ["OrientVolumed", "pair_load_transform", "fit_slice_transform", "unfit_slices", "build_slice_dataset"]
 
 
 class OrientVolumed(MapTransform):
@@ -141,6 +143,25 @@ def fit_slice_transform(
             Resized(label_key, spatial_size=size, mode="nearest", allow_missing_keys=True),
         ]
     )
+
+
+def unfit_slices(images: torch.Tensor, shape: Sequence[int], keep_aspect: bool = True) -> torch.Tensor:
+    """Undo :func:`fit_slice_transform` on generated slices ``(..., S1, S2)`` (the model grid) -> ``(..., *shape)``
+    (the source slice grid): crop the padding, resize back (bilinear, anti-aliased when shrinking).
+
+    The content box is found by fitting an all-ones ``shape`` image with the same transform, so the crop follows
+    MONAI's own rounding and padding split exactly (the one inverse for pairs and volumes).
+    """
+    shape, size = tuple(int(v) for v in shape), tuple(images.shape[-2:])
+    ones = fit_slice_transform(size, keep_aspect=keep_aspect)({"image": MetaTensor(torch.ones(1, *shape))})["image"]
+    inside = torch.as_tensor(ones)[0] > 0
+    rows, cols = torch.nonzero(inside.any(1)).flatten(), torch.nonzero(inside.any(0)).flatten()
+    crop = images[..., int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+    if tuple(crop.shape[-2:]) == shape:
+        return crop
+    flat = crop.reshape(-1, *crop.shape[-2:]).float()
+    out = torch.as_tensor(Resize(shape, mode="bilinear", anti_aliasing=True)(flat))
+    return out.reshape(*crop.shape[:-2], *shape).to(images.dtype)
 
 
 def build_slice_dataset(

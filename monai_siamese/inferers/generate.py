@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from monai_siamese.data.intensity import RANGE_KEY, from_unit_range
+from monai_siamese.data.pipeline import unfit_slices
 from monai_siamese.data.writer import SyntheticPairWriter, pair_name
 from monai_siamese.inferers.sampler import ConditionalSampler, LatentInterpolation, seeded_noise
 from monai_siamese.utils import default_device
@@ -24,15 +25,9 @@ QualityFilter = Callable[[torch.Tensor, torch.Tensor, Sequence[Mapping]], Sequen
 
 
 def to_source_grid(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Undo :func:`~monai_siamese.data.fit_slice_transform` (longest side resized to the model size, then centred
-    padding) on a generated ``(C, h, w)`` image: remove the padding and resize bilinearly to the source ``shape``."""
-    size = image.shape[1:]
-    scale = max(size) / max(shape)
-    inner = [min(s, max(1, int(round(d * scale)))) for s, d in zip(size, shape)]
-    starts = [(s - r) // 2 for s, r in zip(size, inner)]
-    crop = image[:, starts[0] : starts[0] + inner[0], starts[1] : starts[1] + inner[1]]
-    out = torch.nn.functional.interpolate(crop[None].float(), size=tuple(shape), mode="bilinear", align_corners=False)
-    return out[0].to(image.dtype)
+    """Undo :func:`~monai_siamese.data.fit_slice_transform` on a generated ``(C, h, w)`` image: back onto the
+    source slice ``shape`` (:func:`~monai_siamese.data.unfit_slices`)."""
+    return unfit_slices(image, shape)
 
 
 def sample_seed(seed: int, mask_index: int, sample_index: int) -> int:

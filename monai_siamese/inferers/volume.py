@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Resize
 from torch import nn
 
 from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range
-from monai_siamese.data.pipeline import fit_slice_transform
+from monai_siamese.data.pipeline import fit_slice_transform, unfit_slices
 from monai_siamese.data.volume import LabelVolume, SyntheticVolumeWriter, read_label_volume
 from monai_siamese.data.writer import pair_name
 from monai_siamese.inferers.generate import sample_seed
@@ -288,21 +287,9 @@ class VolumeGenerator:
         out = self.fit({"label": MetaTensor(slices.float())})["label"]
         return torch.as_tensor(out).round().long()
 
-    def _content_box(self, h: int, w: int) -> tuple[slice, slice]:
-        """Where the ``(h, w)`` slice lies in the fitted ``(S1, S2)`` slice (the rest is padding)."""
-        ones = self.fit({"image": MetaTensor(torch.ones(1, h, w))})["image"][0]
-        rows = torch.nonzero(ones.as_tensor().gt(0).any(1)).flatten()
-        cols = torch.nonzero(ones.as_tensor().gt(0).any(0)).flatten()
-        return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
     def _unfit(self, images: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """``(n, C, S1, S2)`` generated slices -> ``(n, C, h, w)``: crop the padding, resize back (linear)."""
-        r, c = self._content_box(h, w)
-        crop = images[:, :, r, c]
-        if tuple(crop.shape[-2:]) == (h, w):
-            return crop
-        resize = Resize((h, w), mode="bilinear", anti_aliasing=True)
-        return torch.stack([torch.as_tensor(resize(x)) for x in crop])
+        """``(n, C, S1, S2)`` generated slices -> ``(n, C, h, w)`` (:func:`~monai_siamese.data.unfit_slices`)."""
+        return unfit_slices(images, (h, w), self.keep_aspect)
 
     def _condition(
         self, labels: torch.Tensor, index: Sequence[int], previous: torch.Tensor | None, first: bool

@@ -75,8 +75,8 @@ def test_every_generator_makes_consistent_volumes(tmp_path, demo_volume_dir, con
     seg-guided model, its extra known-image channel zero-initialised); their volume runs keep the label's grid, and
     MedDiff-FT keeps its canvas outside the editable region (up to training's intensity clipping)."""
     ckpt = tmp_path / "models"
-    over = {"ckpt_dir": str(ckpt), "log_dir": str(tmp_path / "logs"), "sample_dir": str(tmp_path / "samples"),
-            "sample_interval": 0}  # fmt: skip
+    over = {"dataset_dir": demo_volume_dir, "ckpt_dir": str(ckpt), "log_dir": str(tmp_path / "logs"),
+            "sample_dir": str(tmp_path / "samples"), "sample_interval": 0}  # fmt: skip
     if bundle == "meddiff_ft":
         over["pretrained_path"] = f"{context_model}/model.safetensors"
     run_bundle(bundle, ["train.json", "tiny.json", "context.json"], "training", "train", over)

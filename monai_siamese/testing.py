@@ -76,7 +76,9 @@ def kill_after_checkpoints(
     returns the checkpoints it left. Raises when it ends on its own first (nothing was interrupted)."""
     from monai_siamese.engines import list_checkpoints
 
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # the killed run computes its iterations with the thread count of this process (which runs the uninterrupted
+    # and the resumed parts): CPU kernels split reductions by thread, so another count changes the last bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     start = time.time()
     try:

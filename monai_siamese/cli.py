@@ -28,7 +28,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.volume:
         from monai_siamese.demo import run_volume_demo
 
-        run_volume_demo(args.out, args.iterations)
+        run_volume_demo(args.out, args.iterations, args.method)
     else:
         run_demo(args.out, args.method, args.iterations, args.steps, args.samples_per_mask)
     return 0

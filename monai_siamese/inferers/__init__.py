@@ -15,7 +15,7 @@ from monai_siamese.inferers.volume import (
     condition_channels_of,
     slice_noise_seed,
 )
-from monai_siamese.inferers.volume_canvas import VolumeCanvas
+from monai_siamese.inferers.volume_canvas import CanvasVolume, VolumeCanvas
 
 __all__ = [
     "ImageHint",
@@ -26,6 +26,7 @@ __all__ = [
     "VolumeGenerator",
     "VolumeMode",
     "VolumeCanvas",
+    "CanvasVolume",
     "condition_channels_of",
     "slice_noise_seed",
     "DynamicGuidingMask",

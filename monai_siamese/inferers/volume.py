@@ -35,7 +35,7 @@ from monai_siamese.data.volume import LabelVolume, SyntheticVolumeWriter, read_l
 from monai_siamese.data.writer import pair_name
 from monai_siamese.inferers.generate import sample_seed
 from monai_siamese.inferers.sampler import ConditionalSampler, seeded_noise
-from monai_siamese.inferers.volume_canvas import VolumeCanvas
+from monai_siamese.inferers.volume_canvas import CanvasVolume, VolumeCanvas
 from monai_siamese.transforms.context import ContextEdge, context_channels, encode_context
 from monai_siamese.transforms.mask import NULL_CONDITION, MaskEncoding
 from monai_siamese.utils import default_device
@@ -263,14 +263,17 @@ class VolumeGenerator:
                 f"{self.condition_channels}: set context_slices / mode as the model was trained"
             )
 
-    def units(self, entry: Mapping) -> tuple[float, float]:
-        """The ``(lo, hi)`` that [-1, 1] maps back to for ``entry`` (see ``intensity_range``)."""
+    def units(self, entry: Mapping, image_range: tuple[float, float] | None = None) -> tuple[float, float]:
+        """The ``(lo, hi)`` that [-1, 1] maps back to for ``entry`` (see ``intensity_range``); ``image_range``: the
+        range of the entry's real ``image`` when already known (a canvas read with the same preset)."""
         if self.intensity_range is not None:
             return self.intensity_range[0], self.intensity_range[1]
         if self.preset == IntensityPreset.CT:
             return self.window
         if self.preset in (IntensityPreset.RGB, IntensityPreset.GREY):
             return 0.0, 255.0
+        if image_range is not None:
+            return image_range
         if entry.get("image"):
             from monai.transforms import LoadImage
 
@@ -331,11 +334,9 @@ class VolumeGenerator:
         return counts < threshold
 
     @torch.no_grad()
-    def generate(
-        self, volume: LabelVolume, volume_seed: int, canvas: tuple[torch.Tensor, np.ndarray] | None = None
-    ) -> torch.Tensor:
+    def generate(self, volume: LabelVolume, volume_seed: int, canvas: CanvasVolume | None = None) -> torch.Tensor:
         """Generate the image of one label volume; returns ``(C, X, Y, Z)`` in [-1, 1] on ``volume.data``'s grid.
-        ``canvas``: the entry's canvas and its own class map (:meth:`VolumeCanvas.read`), with ``canvas=`` set."""
+        ``canvas``: the entry's canvas (:meth:`VolumeCanvas.read`), with ``canvas=`` set."""
         axis = self.slice_axis
         lab = torch.from_numpy(volume.data).movedim(axis, 0)  # (n, h, w)
         n, h, w = lab.shape
@@ -351,8 +352,8 @@ class VolumeGenerator:
         if self.canvas is not None:
             if canvas is None:
                 raise ValueError(f"{volume.path}: this generator inpaints into a canvas: pass the entry's canvas")
-            own = self._fit_labels(torch.from_numpy(canvas[1]).movedim(axis, 0))
-            painted = (self.canvas.fit_slices(self.fit, canvas[0], axis), (fitted > 0) | (own > 0))
+            own = self._fit_labels(torch.from_numpy(canvas.labels).movedim(axis, 0))
+            painted = (self.canvas.fit_slices(self.fit, canvas.image, axis), (fitted > 0) | (own > 0))
 
         def sample(chunk: list[int], previous: torch.Tensor | None, first: bool) -> torch.Tensor:
             seeds = [slice_noise_seed(volume_seed, i, self.noise) for i in chunk]
@@ -378,7 +379,7 @@ class VolumeGenerator:
         images = self._unfit(out, h, w)  # (n, C, h, w)
         if painted is not None:  # the canvas itself outside the final editable region, at the label's resolution
             region = self._unfit(self.canvas.hook(painted[0], painted[1], [0] * n).region(-1).float(), h, w)
-            images = region * images + (1 - region) * canvas[0].movedim(axis + 1, 0).to(images)
+            images = region * images + (1 - region) * canvas.image.movedim(axis + 1, 0).to(images)
         return images.movedim(0, axis + 1).contiguous()  # (C, ...) with n back at the slicing axis
 
     # --- all volumes ------------------------------------------------------------------------------------------------
@@ -411,7 +412,7 @@ class VolumeGenerator:
         for i, entry, names in jobs:
             volume = self.read(entry)
             canvas = self.canvas.read(entry, volume, self.num_classes, self.axcodes) if self.canvas else None
-            lo, hi = self.units(entry)
+            lo, hi = self.units(entry, canvas.intensity_range if canvas is not None else None)
             for k, nm in enumerate(names):
                 if self.writer.done(nm):
                     self.writer.skipped += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -22,13 +23,21 @@ from monai.data import MetaTensor
 from monai.networks.schedulers import Scheduler
 from monai.transforms import Compose, LoadImage
 
-from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd
+from monai_siamese.data.intensity import RANGE_KEY, IntensityPreset, ScaleIntensityPresetd
 from monai_siamese.data.volume import LabelVolume, read_label_volume
 from monai_siamese.errors import InputError
 from monai_siamese.inferers.guiding import DynamicGuidingMask
 from monai_siamese.transforms.morphology import editable_region
 
-__all__ = ["VolumeCanvas"]
+__all__ = ["CanvasVolume", "VolumeCanvas"]
+
+
+class CanvasVolume(NamedTuple):
+    """A canvas read for one label volume (:meth:`VolumeCanvas.read`), on the label's slicing grid."""
+
+    image: torch.Tensor  # (C, X, Y, Z) in [-1, 1]
+    labels: np.ndarray  # (X, Y, Z) the canvas's own classes (editable too)
+    intensity_range: tuple[float, float]  # the (lo, hi) of the canvas's units that [-1, 1] maps to
 
 
 class VolumeCanvas:
@@ -68,12 +77,10 @@ class VolumeCanvas:
         self.power = power
         self.fill_value = fill_value
 
-    def read(
-        self, entry: Mapping, volume: LabelVolume, num_classes: int, axcodes: str | None = "RAS"
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """The canvas of ``entry`` on ``volume.data``'s grid, ``(C, X, Y, Z)`` in [-1, 1], and the canvas's own
-        class map on that grid. Stops with one line naming the file when the entry has no ``image`` or the image's
-        shape differs from the label's."""
+    def read(self, entry: Mapping, volume: LabelVolume, num_classes: int, axcodes: str | None = "RAS") -> CanvasVolume:
+        """The canvas of ``entry`` on ``volume.data``'s grid, ``(C, X, Y, Z)`` in [-1, 1], the canvas's own class
+        map on that grid and the canvas's intensity range. Stops with one line naming the file when the entry has no
+        ``image`` or the image is not on the label's grid."""
         path = entry.get("image")
         if not path:
             raise InputError(
@@ -96,7 +103,7 @@ class VolumeCanvas:
         if not np.allclose(affine, volume.affine, atol=1e-3):
             raise InputError(f"{path}: canvas affine differs from the label's ({volume.path}): not on the label's grid")
         data = nib.orientations.apply_orientation(img, volume.ornt)
-        scaled = self.scale({"image": torch.from_numpy(np.ascontiguousarray(data))[None]})["image"]
+        scaled = self.scale({"image": torch.from_numpy(np.ascontiguousarray(data))[None]})
         own = volume.data
         if entry.get("canvas_label"):  # the canvas's own structures, when they are not the label's
             own = read_label_volume(entry["canvas_label"], num_classes, axcodes=axcodes).data
@@ -104,7 +111,8 @@ class VolumeCanvas:
                 raise InputError(
                     f"{entry['canvas_label']}: canvas label shape differs from the label's ({volume.path})"
                 )
-        return torch.as_tensor(scaled).float(), np.asarray(own)
+        lo, hi = (float(v) for v in scaled[RANGE_KEY])
+        return CanvasVolume(torch.as_tensor(scaled["image"]).float(), np.asarray(own), (lo, hi))
 
     @staticmethod
     def fit_slices(fit: Compose, canvas: torch.Tensor, axis: int) -> torch.Tensor:

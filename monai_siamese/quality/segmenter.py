@@ -409,6 +409,12 @@ def load_segmenter(
             )
         spec = json.loads(spec_path.read_text())
         bundle = Path(spec["bundle"])
+        if not (bundle / "configs").is_dir():
+            # the bundle folder the weights were trained from has moved (another checkout, another machine): the
+            # same bundle of this installation
+            from monai_siamese.bundles import bundles_dir
+
+            bundle = bundles_dir() / bundle.name
         cfgs = list(configs or spec.get("configs") or ["train.json"])
         spec_overrides = dict(spec.get("overrides") or {})
         weight_file = (

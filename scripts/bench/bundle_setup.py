@@ -177,6 +177,11 @@ class PlainLoop:
         oa_active: Siamese-Diffusion online augmentation on.
         default_adamw: use ``torch.optim.AdamW``'s default implementation (single-tensor on the CPU) instead of the
             bundle's (``foreach``/``fused`` as its config says): what a hand-written loop gets.
+        same_algorithm: also do what the bundle's training algorithm does besides the step, written as a lean
+            hand-written loop would: gradient-norm clipping (``torch.nn.utils.clip_grad_norm_``, ``grad_clip``), the
+            LR schedule (the bundle's ``lr_scheduler`` class and settings) and the EMA of the weights (one
+            ``torch._foreach_lerp_`` with the bundle's momentum). The difference to the bundle is then the engine
+            alone (data pipeline, prepare-batch, handlers' dispatch).
     """
 
     def __init__(
@@ -187,6 +192,7 @@ class PlainLoop:
         image_weight: float = 0.5,
         oa_active: bool = False,
         default_adamw: bool = False,
+        same_algorithm: bool = False,
     ) -> None:
         from monai_siamese.diffusion import is_flow
 
@@ -202,6 +208,19 @@ class PlainLoop:
             if "optimizer#foreach" in parser:
                 kwargs["foreach"] = parser.get_parsed_content("optimizer#foreach")
         self.optimizer = torch.optim.AdamW(params, **kwargs)
+        self.same_algorithm = same_algorithm
+        if same_algorithm:
+            self.params = params
+            self.grad_clip = parser.get_parsed_content("grad_clip")
+            from monai.optimizers import WarmupCosineSchedule  # every generator bundle's schedule
+
+            self.lr_scheduler = WarmupCosineSchedule(
+                self.optimizer,
+                warmup_steps=parser.get_parsed_content("warmup_steps"),
+                t_total=parser.get_parsed_content("num_iterations"),
+            )
+            self.ema = [p.detach().clone() for p in params]
+            self.ema_momentum = float(parser.get_parsed_content("ema_momentum"))
         self.scheduler = parser.get_parsed_content("noise_scheduler")
         self.flow = is_flow(self.scheduler)
         self.prediction = parser.get_parsed_content("prediction")
@@ -237,6 +256,14 @@ class PlainLoop:
             pred = self.network(torch.cat([x_t, cond], 1), timesteps=t)
             loss = F.mse_loss(pred.float(), target.float())
         loss.backward()
+        if self.same_algorithm:
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], self.ema_momentum)
+            return loss
         self.optimizer.step()
         return loss
 

@@ -87,7 +87,11 @@ def measure_overhead(
                 method, overrides=over, work_dir=work / "plain_default", device=device, size=size, batch=batch
             )
             default = PlainLoop(p_default, block, method, image_weight=0.5, oa_active=oa_active, default_adamw=True)
-            variants = {"bundle": ours, "plain": plain, "plain_default_adamw": default}
+            p_same = bundle_parser(
+                method, overrides=over, work_dir=work / "plain_same", device=device, size=size, batch=batch
+            )
+            same = PlainLoop(p_same, block, method, image_weight=0.5, oa_active=oa_active, same_algorithm=True)
+            variants = {"bundle": ours, "plain": plain, "plain_same_algorithm": same, "plain_default_adamw": default}
             inter = interleave(variants, repeats=repeats, warmup=1, log=log)
             results[key] = {
                 "method": method,
@@ -98,6 +102,8 @@ def measure_overhead(
                 "repeats": repeats,
                 "ratio_wall": inter.ratio("bundle", "plain", "wall"),
                 "ratio_cpu": inter.ratio("bundle", "plain", "cpu"),
+                "ratio_same_algorithm_wall": inter.ratio("bundle", "plain_same_algorithm", "wall"),
+                "ratio_same_algorithm_cpu": inter.ratio("bundle", "plain_same_algorithm", "cpu"),
                 "ratio_default_adamw_wall": inter.ratio("bundle", "plain_default_adamw", "wall"),
                 "ratio_default_adamw_cpu": inter.ratio("bundle", "plain_default_adamw", "cpu"),
                 **inter.summary(),
@@ -105,6 +111,7 @@ def measure_overhead(
             r = results[key]
             log(
                 f"{key}: bundle/plain {fmt_spread(r['ratio_wall'])} (wall), {fmt_spread(r['ratio_cpu'])} (CPU); "
+                f"bundle/plain with the same algorithm {fmt_spread(r['ratio_same_algorithm_cpu'])} (CPU); "
                 f"bundle/plain with default AdamW {fmt_spread(r['ratio_default_adamw_cpu'])} (CPU)"
             )
             ours.close()
@@ -127,6 +134,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
                 fmt(r["bundle"]["images_per_s"]["median"]),
                 fmt(r["plain"]["images_per_s"]["median"]),
                 fmt_spread(r["ratio_wall"]),
+                f"**{fmt_spread(r.get('ratio_same_algorithm_cpu'))}**",
+                fmt_spread(r.get("ratio_same_algorithm_wall")),
                 fmt_spread(r.get("ratio_default_adamw_cpu")),
             ]
         )
@@ -140,6 +149,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
         "bundle img/s",
         "plain img/s",
         "ratio (wall clock)",
+        "ratio vs plain loop with the same algorithm (CPU clock)",
+        "same, wall clock",
         "ratio vs plain loop with default AdamW (CPU clock)",
     ]
     return table(header, rows)
@@ -160,8 +171,9 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "Engine overhead: the bundle's training iteration (stock SupervisedTrainer, prepare-batch, handlers, "
         "SeededDataset, ResumableBatchSampler, demo.json network) against a plain loop over the same fp32 network, "
         "AdamW settings (the bundle's implementation: foreach on the CPU) and batch (noise, timesteps, MSE, backward, "
-        "step), and against the same loop with torch.optim.AdamW's default implementation (single-tensor on the CPU: "
-        "what a hand-written loop gets). Ratio = bundle / plain images per second, median (min-max) over "
+        "step), against that loop doing the same training algorithm (gradient clipping, LR schedule, EMA of the "
+        "weights: the difference is then the engine alone), and against the first loop with torch.optim.AdamW's "
+        "default implementation (single-tensor on the CPU: what a hand-written loop gets). Ratio = bundle / plain images per second, median (min-max) over "
         f"{args.repeats} interleaved repeats of {args.block} iterations.",
         "",
         *overhead_markdown(res),

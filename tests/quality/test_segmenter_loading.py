@@ -76,6 +76,11 @@ def test_load_segmenter_from_bundle_folder_and_from_weights_file(tmp_path):
         by_path = load_segmenter(source, device="cpu")
         assert torch.equal(by_path.predict(x), expected)
         assert torch.allclose(by_path.features(x), encoder_features(net, x), atol=1e-5)
+    # weights moved to another machine, whose checkout is elsewhere: this installation's bundle of the same name
+    moved = json.loads(open(spec).read())
+    moved["bundle"] = str(tmp_path / "old_checkout" / "bundles" / "segmentation")
+    open(spec, "w").write(json.dumps(moved))
+    assert torch.equal(load_segmenter(tmp_path / "models", device="cpu").predict(x), expected)
     # other input sizes are resized to the network and back
     assert by_path.predict(torch.rand(2, 1, 48, 48) * 2 - 1).shape == (2, 1, 48, 48)
     with pytest.raises(FileNotFoundError, match=SPEC_FILE):

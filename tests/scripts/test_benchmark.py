@@ -118,6 +118,7 @@ def test_overhead_mode(bench, tmp_path, demo_dir):
     )
     r = res["seg_guided_diffusion@16"]
     assert r["ratio_cpu"]["median"] > 0 and r["bundle"]["blocks"][0]["items"] == 2
+    assert r["ratio_same_algorithm_cpu"]["median"] > 0 and r["plain_same_algorithm"]["blocks"][0]["items"] == 2
     assert "seg_guided_diffusion" in "\n".join(overhead_markdown(res))
 
 

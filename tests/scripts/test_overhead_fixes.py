@@ -179,3 +179,45 @@ def test_foreach_adamw_on_cpu_equals_the_default_implementation(demo_dir):
     for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"):
         parser = read_config(method, ["train.json"], {"device": "$torch.device('cpu')"})
         assert parser.get_parsed_content("optimizer#foreach") is True and not parser.get_parsed_content("fused_adamw")
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping and not clipping
+def test_gradient_clip_handler_equals_stock_clip(max_norm):
+    from types import SimpleNamespace
+
+    from monai_siamese.engines import GradientClipHandler
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
+    net[0].bias.requires_grad_(False)  # a parameter without a gradient is skipped
+    net(torch.randn(4, 5)).square().sum().backward()
+    ref = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    ref_norm = torch.stack([g.norm() for g in ref]).norm()
+    stock = [torch.nn.Parameter(torch.zeros_like(g)) for g in ref]
+    for p, g in zip(stock, ref):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(stock, max_norm)
+    engine = SimpleNamespace(optimizer=torch.optim.SGD(net.parameters(), lr=0.1), state=SimpleNamespace(), amp=False)
+    GradientClipHandler(max_norm=max_norm)(engine)
+    got = [p.grad for p in net.parameters() if p.grad is not None]
+    assert all(torch.equal(a, b.grad) for a, b in zip(got, stock))
+    assert float(engine.state.grad_norm) == pytest.approx(float(ref_norm))
+    assert (max_norm < float(ref_norm)) == (not all(torch.equal(a, b) for a, b in zip(got, ref)))
+
+
+def test_train_mode_cached_follows_every_switch():
+    from monai_siamese.engines import TrainModeCached, unwrap_network
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    view = TrainModeCached(net)
+    assert unwrap_network(view) is net and set(view.module.state_dict()) == set(net.state_dict())
+    view.eval()
+    assert not any(m.training for m in view.modules())
+    view.train()
+    assert all(m.training for m in view.modules())
+    net.eval()  # an evaluator switches the network itself: the next train() must walk the tree again
+    view.train()
+    assert all(m.training for m in net.modules())
+    x = torch.randn(3, 2)
+    net.eval()
+    assert torch.equal(view.eval()(x), net(x))

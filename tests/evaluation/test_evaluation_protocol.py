@@ -102,6 +102,11 @@ def test_presets_and_helpers():
     assert demo.regimes == [4, 8] and len(demo.seeds) >= 3 and demo.seg_iterations == 600
     assert len(demo.draws) >= 2 and demo.seg_spatial_size == 128 and "regime" in demo.mask_sources
     assert len(full.seeds) >= 5 and full.seg_iterations == 1800
+    # the concat-conditioned generators sample with classifier-free guidance, Siamese-Diffusion unguided
+    assert {m: o.get("guidance_scale") for m, o in demo.method_overrides.items()} == {
+        "seg_guided_diffusion": 2.0,
+        "meddiff_ft": 2.0,
+    }
     with pytest.raises(ValueError, match="unknown evaluation setting"):
         demo.update({"regime": [4]})
     assert divisor_at_most(600) == 100 and divisor_at_most(4) == 4 and divisor_at_most(1800) == 100

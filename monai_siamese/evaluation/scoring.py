@@ -105,13 +105,20 @@ def synthetic_quality(
         mean_pairwise_ms_ssim,
     )
 
-    entries = load_datalist(synthetic_datalist, "training")
+    nan = float("nan")
+    entries = load_datalist(synthetic_datalist, "training", required=False)
+    if not entries:  # e.g. a quality filter that accepted nothing: nothing to score, the report shows n/a
+        empty = {c: nan for c in [*class_names, "mean"]}
+        return {"pairs": 0, "masks": 0, "faithfulness_dice": empty, "fid": nan, "kid": nan, "kid_std": nan,
+                "ms_ssim": nan, "real_reference_images": len(pool)}  # fmt: skip
     syn_size = image_shape(entries[0]["image"])
     syn = load_images(judge.settings, entries, spatial_size=syn_size)
     real = load_images(judge.settings, pool, spatial_size=syn_size)
     dice = faithfulness_dice(judge, syn["image"], syn["label"], judge.num_classes)
     f_syn, f_real = judge.features(syn["image"]), judge.features(real["image"])
-    kid, kid_std = kernel_inception_distance(f_real, f_syn, num_subsets=kid_subsets, seed=seed)
+    # FID and KID need two samples per set (a covariance, pairs of samples); a filter may keep only one pair
+    few = len(entries) < 2
+    kid, kid_std = (nan, nan) if few else kernel_inception_distance(f_real, f_syn, num_subsets=kid_subsets, seed=seed)
     groups: dict[int, list[torch.Tensor]] = {}
     for e, img in zip(entries, syn["image"]):
         groups.setdefault(int(e.get("mask_index", -1)), []).append(img)
@@ -121,13 +128,13 @@ def synthetic_quality(
         "masks": len(groups),
         "image_size": list(syn_size),
         "faithfulness_dice": _class_table(dice, class_names),
-        "fid": frechet_distance(f_real, f_syn),
+        "fid": nan if few else frechet_distance(f_real, f_syn),
         "kid": kid,
         "kid_std": kid_std,
         "ms_ssim": ms_ssim,
         "real_reference_images": len(pool),
     }
-    if inception is not None:
+    if inception is not None and not few:
         i_syn, i_real = inception(syn["image"]), inception(real["image"])
         out["fid_inception"] = frechet_distance(i_real, i_syn)
         out["kid_inception"] = kernel_inception_distance(i_real, i_syn, num_subsets=kid_subsets, seed=seed)[0]

@@ -206,8 +206,9 @@ def run_volume_demo(
         over["pretrained_path"] = str(out / "base" / "models" / "model.safetensors")
     run_bundle(method, ["train.json", *configs], "run", "train", over)
     t_train = time.time()
+    canvases = [entry["image"]] if base is not None else None  # a fine-tuner inpaints into the real image
     generate_volumes(method, [entry["label"]], out / "volume", ["inference.json", *configs],
-                     {"ckpt_dir": str(out / "models")}, images=[entry["image"]] if base is not None else None)  # fmt: skip
+                     {"ckpt_dir": str(out / "models")}, images=canvases)  # fmt: skip
     synthetic = json.loads((out / "volume" / "datalist.json").read_text())["training"][0]
     syn_path = out / "volume" / synthetic["image"]
     lab = nib.load(entry["label"])

@@ -113,12 +113,16 @@ def synthetic_quality(
                 "ms_ssim": nan, "real_reference_images": len(pool)}  # fmt: skip
     syn_size = image_shape(entries[0]["image"])
     syn = load_images(judge.settings, entries, spatial_size=syn_size)
-    real = load_images(judge.settings, pool, spatial_size=syn_size)
     dice = faithfulness_dice(judge, syn["image"], syn["label"], judge.num_classes)
-    f_syn, f_real = judge.features(syn["image"]), judge.features(real["image"])
-    # FID and KID need two samples per set (a covariance, pairs of samples); a filter may keep only one pair
-    few = len(entries) < 2
-    kid, kid_std = (nan, nan) if few else kernel_inception_distance(f_real, f_syn, num_subsets=kid_subsets, seed=seed)
+    # FID and KID need two samples per set (a covariance, pairs of samples); a filter may keep only one pair, and then
+    # the real pool is not read at all
+    fid = kid = kid_std = nan
+    real = None
+    if len(entries) >= 2:
+        real = load_images(judge.settings, pool, spatial_size=syn_size)
+        f_syn, f_real = judge.features(syn["image"]), judge.features(real["image"])
+        fid = frechet_distance(f_real, f_syn)
+        kid, kid_std = kernel_inception_distance(f_real, f_syn, num_subsets=kid_subsets, seed=seed)
     groups: dict[int, list[torch.Tensor]] = {}
     for e, img in zip(entries, syn["image"]):
         groups.setdefault(int(e.get("mask_index", -1)), []).append(img)
@@ -128,13 +132,13 @@ def synthetic_quality(
         "masks": len(groups),
         "image_size": list(syn_size),
         "faithfulness_dice": _class_table(dice, class_names),
-        "fid": nan if few else frechet_distance(f_real, f_syn),
+        "fid": fid,
         "kid": kid,
         "kid_std": kid_std,
         "ms_ssim": ms_ssim,
         "real_reference_images": len(pool),
     }
-    if inception is not None and not few:
+    if inception is not None and real is not None:
         i_syn, i_real = inception(syn["image"]), inception(real["image"])
         out["fid_inception"] = frechet_distance(i_real, i_syn)
         out["kid_inception"] = kernel_inception_distance(i_real, i_syn, num_subsets=kid_subsets, seed=seed)[0]

@@ -256,15 +256,13 @@ class PlainLoop:
             pred = self.network(torch.cat([x_t, cond], 1), timesteps=t)
             loss = F.mse_loss(pred.float(), target.float())
         loss.backward()
+        if self.same_algorithm and self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
         if self.same_algorithm:
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-            self.optimizer.step()
             self.lr_scheduler.step()
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], self.ema_momentum)
-            return loss
-        self.optimizer.step()
+                torch._foreach_lerp_(self.ema, self.params, self.ema_momentum)
         return loss
 
     def __call__(self) -> Block:

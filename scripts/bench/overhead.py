@@ -173,7 +173,8 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "AdamW settings (the bundle's implementation: foreach on the CPU) and batch (noise, timesteps, MSE, backward, "
         "step), against that loop doing the same training algorithm (gradient clipping, LR schedule, EMA of the "
         "weights: the difference is then the engine alone), and against the first loop with torch.optim.AdamW's "
-        "default implementation (single-tensor on the CPU: what a hand-written loop gets). Ratio = bundle / plain images per second, median (min-max) over "
+        "default implementation (single-tensor on the CPU: what a hand-written loop gets). Ratio = bundle / plain "
+        "images per second, median (min-max) over "
         f"{args.repeats} interleaved repeats of {args.block} iterations.",
         "",
         *overhead_markdown(res),

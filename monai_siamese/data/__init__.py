@@ -18,6 +18,7 @@ from monai_siamese.data.demo import (
 from monai_siamese.data.intensity import IntensityPreset, ScaleIntensityPresetd, from_unit_range, to_unit_range
 from monai_siamese.data.io import image_shape, save_nifti, save_png_array
 from monai_siamese.data.labels import LabelMapd, LabelValueError, map_label_values
+from monai_siamese.data.loader import PrefetchDataLoader
 from monai_siamese.data.mixing import (
     SYNTHETIC_KEY,
     MixedBatchSampler,
@@ -50,6 +51,7 @@ __all__ = [
     "LabelValueError",
     "MixedBatchSampler",
     "OrientVolumed",
+    "PrefetchDataLoader",
     "Problem",
     "SYNTHETIC_KEY",
     "ScaleIntensityPresetd",

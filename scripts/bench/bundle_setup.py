@@ -111,7 +111,8 @@ def first_batch(parser: Any, device: str | torch.device = "cpu") -> dict[str, to
 class TrainerBlocks:
     """Run an ignite trainer ``iterations`` iterations at a time (``Engine.interrupt`` and resume): each call is one
     timed :class:`Block` of everything the trainer does per iteration (data loading, per-item transforms,
-    collation, prepare-batch, step, every handler).
+    collation, prepare-batch, step, every handler; with a prefetching loader, the block ends when the batches built
+    ahead are done).
 
     Args:
         trainer: the bundle's ``train#trainer`` (with its ``max_epochs``/``epoch_length`` covering every block).
@@ -138,6 +139,11 @@ class TrainerBlocks:
 
         def run() -> int:
             self.trainer.run()
+            # a prefetching loader (PrefetchDataLoader) may still be building the next batch: wait for it, so that
+            # work is timed (wall and CPU clock) to this block and not to the variant timed next
+            wait = getattr(getattr(self.trainer, "_dataloader_iter", None), "wait_idle", None)
+            if wait is not None:
+                wait()
             return (self.trainer.state.iteration - start) * self.batch_size
 
         return timed(run, self.device)

@@ -102,3 +102,26 @@ def test_build_quality_filter_loads_a_segmenter_by_path(tmp_path):
     # an untrained network disagrees with the masks: every pair fails faithfulness first
     verdicts = filt(images, labels)
     assert verdicts == [(False, "faithfulness")] * 8 and filt.counts["faithfulness"] == 8
+
+
+def test_intensity_band_is_a_small_sample_prediction_interval():
+    """The band covers new real observations at the nominal rate for few real pairs too (the plug-in mean +- 3 sd
+    of 4 values does not), and tends to mean +- 3 sd for many."""
+    from scipy import stats
+
+    from monai_siamese.quality.filter import prediction_half_width
+
+    g = torch.Generator().manual_seed(0)
+    for n in (4, 8):
+        fits = torch.randn(20000, n, generator=g, dtype=torch.float64)
+        new = torch.randn(20000, generator=g, dtype=torch.float64)
+        mean, sd = fits.mean(1), fits.std(1)
+        half = prediction_half_width(sd, torch.full((20000,), n), 3.0)
+        miss = ((new - mean).abs() > half).double().mean().item()
+        plugin_miss = ((new - mean).abs() > 3 * sd).double().mean().item()
+        nominal = 2 * (1 - stats.norm.cdf(3.0))  # 0.0027
+        assert miss < 3 * nominal, (n, miss)
+        assert plugin_miss > 5 * nominal, (n, plugin_miss)
+    big = prediction_half_width(torch.tensor([1.0]), torch.tensor([10_000]), 3.0)
+    assert abs(float(big) - 3.0) < 0.01
+    assert torch.isinf(prediction_half_width(torch.tensor([1.0]), torch.tensor([1]), 3.0)).all()

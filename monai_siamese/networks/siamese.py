@@ -110,7 +110,10 @@ class SiameseDiffusionNetwork(nn.Module):
         super().__init__()
         self.unet = unet
         self.controlnet = controlnet
-        self.scheduler = scheduler if scheduler is not None else DDPMScheduler(num_train_timesteps=1000)
+        # kept out of the module tree: the schedulers hold no parameters or buffers, and MONAI's RFlowScheduler never
+        # runs nn.Module.__init__, so as a submodule it breaks .to(device), .train() and state_dict()
+        scheduler = scheduler if scheduler is not None else DDPMScheduler(num_train_timesteps=1000)
+        object.__setattr__(self, "scheduler", scheduler)
         self.prediction_type = PredictionType(prediction_type)
         self.unet_mode = UNetMode(unet_mode)
         self.conditioning_scale = conditioning_scale

@@ -1,9 +1,11 @@
 """A data loader that prepares the next batch in a background thread while the current one trains.
 
 With ``num_workers`` 0 (the CPU demo, small datasets) a ``DataLoader`` runs every per-item transform and the collation
-on the training thread, between two optimizer steps; the network's forward and backward release the GIL, so a second
-thread can build the next batch meanwhile (on a free core, the per-item pipeline then costs no wall time). With
-worker processes it also takes the collation, the hand-over from the workers and the pinning off the training thread.
+on the training thread, between two optimizer steps. The network's kernels release the GIL, so a second thread can
+build the next batch meanwhile; Python code on either thread still takes turns (MONAI's per-transform dispatch is
+mostly Python), so on the CPU demo it hides only part of the pipeline (docs/results/benchmark_overhead, round 4).
+With worker processes it also takes the collation, the hand-over from the workers and the pinning off the training
+thread.
 
 MONAI's :class:`monai.data.ThreadDataLoader` does the same with :class:`monai.data.ThreadBuffer`, but a transform that
 raises in its thread ends the iteration silently (the thread dies, the buffer runs dry, the loop stops as if the data

@@ -68,7 +68,8 @@ def prediction_half_width(std: torch.Tensor, count: torch.Tensor, sigma: float) 
     standard deviation ``std`` were estimated from ``count`` observations, at the coverage of +- ``sigma`` standard
     deviations of a normal (``sigma`` 3: 99.73 %): ``t_{n-1}(q) * std * sqrt(1 + 1/n)``, ``q = Phi(sigma)``.
 
-    It tends to ``sigma * std`` as ``count`` grows (n = 100: 3.1 sd); for n = 16 it is 3.7 sd, n = 8 4.8 sd, n = 4 10.3 sd.
+    It tends to ``sigma * std`` as ``count`` grows (n = 100: 3.1 sd); for n = 16 it is 3.7 sd, n = 8 4.8 sd,
+    n = 4 10.3 sd.
     ``count`` below 2 gives an infinite width (one observation says nothing about the spread)."""
     from scipy import stats
 

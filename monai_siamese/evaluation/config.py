@@ -272,7 +272,8 @@ def run_tag(num_real: int, draw: int, seed: int) -> str:
     return f"N{num_real:03d}_d{draw}_s{seed}"
 
 
-#: generators whose demo preset setting is pinned to DDPM v-prediction (Siamese-Diffusion's demo.json predicts x0)
+#: generators whose demo preset setting is pinned to DDPM v-prediction (Siamese-Diffusion keeps its demo.json's
+#: rectified flow, sampled with Euler)
 _DDPM_V_METHODS = ("seg_guided_diffusion", "meddiff_ft")
 #: classifier-free guidance of the demo preset's concat-conditioned generators (trained with 10 % condition dropout):
 #: at N = 4 it raised the judge's faithfulness from 0.644-0.701 to 0.697-0.764 on all four generator x draw pairs
@@ -288,11 +289,12 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
       segmentation bundle at the demo data's native 128 x 128 with its residual units, 600 iterations at batch 8
       (DESIGN.md's calibration; the judge 900 iterations on the whole pool), a quarter of every batch synthetic in
       the mixed arms; one generator per regime and draw (its ``demo.json``: 64 x 64, 600 iterations on the draw's N
-      pairs, DDPM with v-prediction; MedDiff-FT fine-tunes the seg-guided one), 8 pairs per real mask sampled with
-      DPM-Solver++ (2M) in 10 steps (classifier-free guidance 2 for the two concat-conditioned generators:
-      :data:`DEMO_GUIDANCE_SCALE`) and written back on their mask's 128 x 128 grid (``output_grid`` source: sharp
-      labels); every method on the regime's masks and on new masks (half augmented, half interpolated between two
-      regime masks: the anatomy between annotated slices, chosen a priori). CPU, 2 workers.
+      pairs, DDPM with v-prediction; Siamese-Diffusion a rectified flow; MedDiff-FT fine-tunes the seg-guided one),
+      8 pairs per real mask sampled in 10 steps (DPM-Solver++ (2M); Euler for the flow; classifier-free guidance 2
+      for the two concat-conditioned generators: :data:`DEMO_GUIDANCE_SCALE`) and written back on their mask's
+      128 x 128 grid (``output_grid`` source: sharp labels); every method on the regime's masks and on new masks
+      (half augmented, half interpolated between two regime masks: the anatomy between annotated slices, chosen a
+      priori). CPU, 2 workers.
     - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
       iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
       (the calibration's setting, residual units). GPU.
@@ -312,8 +314,12 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
             # the setting measured in docs/results/eval_demo (DDPM with v-prediction); the demo's rectified flow was
             # chosen afterwards from the quality-per-compute study and has not been evaluated downstream yet
             method_overrides={
-                m: {"objective": "ddpm", "prediction_type": "v_prediction", "guidance_scale": DEMO_GUIDANCE_SCALE}
-                for m in _DDPM_V_METHODS
+                **{
+                    m: {"objective": "ddpm", "prediction_type": "v_prediction", "guidance_scale": DEMO_GUIDANCE_SCALE}
+                    for m in _DDPM_V_METHODS
+                },
+                # its demo.json trains a rectified flow (x0 prediction gave blurred samples with a dark frame)
+                "siamese_diffusion": {"sampler": "euler"},
             },
             mask_sources=["regime", "augmented:0.5,interpolated:0.5"],
         )

@@ -106,7 +106,12 @@ def test_presets_and_helpers():
     assert {m: o.get("guidance_scale") for m, o in demo.method_overrides.items()} == {
         "seg_guided_diffusion": 2.0,
         "meddiff_ft": 2.0,
+        "siamese_diffusion": None,
     }
+    # every generator samples with a sampler of its objective: Siamese-Diffusion's demo.json trains a rectified flow
+    siamese_demo = json.loads((BUNDLES / "siamese_diffusion" / "configs" / "demo.json").read_text())
+    assert siamese_demo["objective"] == "rflow" and demo.method_overrides["siamese_diffusion"]["sampler"] == "euler"
+    assert demo.gen_infer_overrides["sampler"] == "dpmpp_2m"  # the DDPM-v ones
     with pytest.raises(ValueError, match="unknown evaluation setting"):
         demo.update({"regime": [4]})
     assert divisor_at_most(600) == 100 and divisor_at_most(4) == 4 and divisor_at_most(1800) == 100

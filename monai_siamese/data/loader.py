@@ -15,6 +15,7 @@ with the message that names it.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ from monai.data import DataLoader
 __all__ = ["PrefetchDataLoader"]
 
 _END = object()
+#: producers whose thread still runs (an exiting interpreter stops and joins them first: a daemon thread killed in the
+#: middle of building a batch, inside torch or numpy, can abort the process at exit)
+_RUNNING: set[_Producer] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 class _Raised:
@@ -45,8 +50,16 @@ class _Producer:
         self.consumed = 0
         self.done = False
         self.depth = depth
+        self.thread: threading.Thread | None = None
 
     def run(self) -> None:
+        try:
+            self._fill()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(self)
+
+    def _fill(self) -> None:
         while not self.stop.is_set():
             try:
                 item = next(self.source)
@@ -76,6 +89,9 @@ class _PrefetchIterator:
     def __init__(self, source: Iterator[Any], depth: int) -> None:
         self._producer = _Producer(source, depth)
         self._thread = threading.Thread(target=self._producer.run, name="PrefetchDataLoader", daemon=True)
+        self._producer.thread = self._thread
+        with _RUNNING_LOCK:
+            _RUNNING.add(self._producer)
         self._thread.start()
 
     def __iter__(self) -> _PrefetchIterator:
@@ -113,7 +129,22 @@ class _PrefetchIterator:
             p.queue.get_nowait()
 
     def __del__(self) -> None:
-        self._producer.stop.set()
+        # ignite drops the iterator when a run ends: let the thread finish the batch it builds, so the process does
+        # not go on (or exit) with it inside torch
+        producer, thread = self._producer, self._thread
+        producer.stop.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout=60)
+
+
+@atexit.register
+def _stop_running_producers() -> None:
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for producer in running:
+        producer.stop.set()
+    for producer in running:
+        producer.thread.join(timeout=60)
 
 
 class PrefetchDataLoader(DataLoader):

@@ -100,3 +100,30 @@ def test_wait_idle_and_dropping_the_iterator_stop_the_work():
 def test_rejects_a_negative_prefetch():
     with pytest.raises(ValueError, match="prefetch"):
         PrefetchDataLoader(_dataset(), prefetch=-1)
+
+
+def test_the_interpreter_exits_after_the_thread_finishes_its_batch(tmp_path):
+    """A process that ends while the thread builds a batch waits for that batch (a daemon thread killed inside
+    torch or numpy at exit can abort the process), then exits with 0."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "built.txt"
+    script = tmp_path / "exit_early.py"
+    script.write_text(
+        "import sys, time, torch\n"
+        "from monai_siamese.data import PrefetchDataLoader\n"
+        "class Slow(torch.utils.data.Dataset):\n"
+        "    def __len__(self):\n"
+        "        return 100\n"
+        "    def __getitem__(self, i):\n"
+        "        time.sleep(0.5)\n"
+        "        with open(sys.argv[1], 'a') as f:\n"
+        "            f.write(f'{i}\\n')\n"
+        "        return torch.zeros(2)\n"
+        "it = iter(PrefetchDataLoader(Slow(), batch_size=1))\n"
+        "next(it)\n"  # item 0; the thread is now building item 1
+    )
+    r = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert marker.read_text().split() == ["0", "1"]  # item 1 finished, nothing started after the stop

@@ -123,3 +123,24 @@ def write_bad_datalist(folder: str | os.PathLike, splits: tuple[str, ...] = ("tr
     path = folder / "datalist.json"
     path.write_text(json.dumps({**{s: entries for s in splits}, "num_classes": 4}))
     return path
+
+
+def bundle_workflow(bundle: str | os.PathLike, configs: list[str], initialize: bool = True, **overrides):
+    """A bundle's training ``ConfigWorkflow`` (``configs`` over ``common.json``, no logging file), initialised."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_siamese.bundles import bundle_path, config_files
+
+    root = bundle_path(bundle) if not os.path.isdir(str(bundle)) else Path(bundle)
+    wf = ConfigWorkflow(
+        config_file=config_files(root, configs),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        run_id="training",
+        bundle_root=str(root),
+        **overrides,
+    )
+    if initialize:
+        wf.initialize()
+    return wf

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import BUNDLES
-from monai.bundle import ConfigWorkflow
+from helpers import BUNDLES, bundle_workflow
 
 from monai_siamese.bundles import config_files, run_bundle
 from monai_siamese.data import SyntheticPairWriter, load_datalist
@@ -57,18 +56,8 @@ def synthetic_datalist(demo_dir, tmp_path_factory) -> str:
     return writer.finalize()["datalist"]
 
 
-def _workflow(tmp_path, demo_dir, **extra) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=config_files(BUNDLE, ["train.json"]),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(BUNDLE),
-        **{**TINY, **_dirs(tmp_path, demo_dir), **extra},
-    )
-    wf.initialize()
-    return wf
+def _workflow(tmp_path, demo_dir, **extra):
+    return bundle_workflow(BUNDLE, ["train.json"], **{**TINY, **_dirs(tmp_path, demo_dir), **extra})
 
 
 @pytest.mark.parametrize("ratio,per_batch", [(0.25, 1), (0.5, 2)])

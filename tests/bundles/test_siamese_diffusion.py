@@ -9,9 +9,9 @@ import json
 import nibabel as nib
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from helpers import bundle_workflow
 
-from monai_siamese.bundles import bundle_path, config_files, run_bundle
+from monai_siamese.bundles import bundle_path, run_bundle
 from monai_siamese.networks import load_state_dict_file
 
 BUNDLE = bundle_path("siamese_diffusion")
@@ -105,13 +105,9 @@ def test_unet_from_seg_guided_checkpoint(tmp_path, demo_dir):
         {**seg, **_dirs(tmp_path, demo_dir, "seg"), "num_iterations": 2, "sample_interval": 0},
     )
     pretrained = tmp_path / "seg" / "models" / "model.safetensors"
-    wf = ConfigWorkflow(
-        config_file=config_files(BUNDLE, ["train.json"]),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(BUNDLE),
+    wf = bundle_workflow(
+        BUNDLE,
+        ["train.json"],
         **{
             **TINY,
             **_dirs(tmp_path, demo_dir, "sd"),
@@ -120,7 +116,6 @@ def test_unet_from_seg_guided_checkpoint(tmp_path, demo_dir):
             "pretrained_unet": str(pretrained),
         },
     )
-    wf.initialize()
     assert wf.parser.get_parsed_content("unet_mode") == "decoder"
     src = load_state_dict_file(pretrained)
     net = wf.parser.get_parsed_content("network")
@@ -149,16 +144,7 @@ def test_rectified_flow_trains_and_samples(tmp_path, demo_dir):
     scalars = _scalars(tmp_path / "logs")
     assert all(torch.isfinite(torch.tensor(scalars[t])).all() for t in ("loss", "loss_nc", "loss_oa"))
     assert scalars["loss_oa"][-1] > 0  # the online-augmentation term ran on the flow's x0 estimate
-    wf = ConfigWorkflow(
-        config_file=config_files(BUNDLE, ["train.json"]),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        run_id="training",
-        bundle_root=str(BUNDLE),
-        **{**TINY, **_dirs(tmp_path, demo_dir, "check"), "objective": "rflow"},
-    )
-    wf.initialize()
+    wf = bundle_workflow(BUNDLE, ["train.json"], **{**TINY, **_dirs(tmp_path, demo_dir, "check"), "objective": "rflow"})
     net = wf.parser.get_parsed_content("network")
     assert isinstance(net.scheduler, RFlowScheduler) and "scheduler" not in dict(net.named_children())
     infer = {

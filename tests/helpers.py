@@ -125,19 +125,26 @@ def write_bad_datalist(folder: str | os.PathLike, splits: tuple[str, ...] = ("tr
     return path
 
 
-def bundle_workflow(bundle: str | os.PathLike, configs: list[str], initialize: bool = True, **overrides):
-    """A bundle's training ``ConfigWorkflow`` (``configs`` over ``common.json``, no logging file), initialised."""
+def bundle_workflow(
+    bundle: str | os.PathLike,
+    configs: list[str],
+    run_id: str = "training",
+    workflow_type: str = "train",
+    initialize: bool = True,
+    **overrides,
+):
+    """A bundle's ``ConfigWorkflow`` (``configs`` over ``common.json``, no logging file), initialised unless told."""
     from monai.bundle import ConfigWorkflow
 
     from monai_siamese.bundles import bundle_path, config_files
 
-    root = bundle_path(bundle) if not os.path.isdir(str(bundle)) else Path(bundle)
+    root = bundle_path(bundle)
     wf = ConfigWorkflow(
         config_file=config_files(root, configs),
         meta_file=str(root / "configs" / "metadata.json"),
         logging_file=False,
-        workflow_type="train",
-        run_id="training",
+        workflow_type=workflow_type,
+        run_id=run_id,
         bundle_root=str(root),
         **overrides,
     )

@@ -38,8 +38,8 @@ class _Raised:
 
 
 class _Producer:
-    """What the background thread shares with the iterator (not the iterator itself, so that dropping the iterator
-    stops the thread)."""
+    """The background thread and what it shares with the iterator (not the iterator itself, so that dropping the
+    iterator stops the thread); the thread starts here."""
 
     def __init__(self, source: Iterator[Any], depth: int) -> None:
         self.source = source
@@ -50,9 +50,18 @@ class _Producer:
         self.consumed = 0
         self.done = False
         self.depth = depth
-        self.thread: threading.Thread | None = None
+        self.thread = threading.Thread(target=self._run, name="PrefetchDataLoader", daemon=True)
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        self.thread.start()
 
-    def run(self) -> None:
+    def halt(self, timeout: float | None = None) -> None:
+        """Stop the thread after the batch it is building, and wait for it (unless called on it)."""
+        self.stop.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
         try:
             self._fill()
         finally:
@@ -88,11 +97,6 @@ class _Producer:
 class _PrefetchIterator:
     def __init__(self, source: Iterator[Any], depth: int) -> None:
         self._producer = _Producer(source, depth)
-        self._thread = threading.Thread(target=self._producer.run, name="PrefetchDataLoader", daemon=True)
-        self._producer.thread = self._thread
-        with _RUNNING_LOCK:
-            _RUNNING.add(self._producer)
-        self._thread.start()
 
     def __iter__(self) -> _PrefetchIterator:
         return self
@@ -122,29 +126,24 @@ class _PrefetchIterator:
     def close(self) -> None:
         """Stop the thread (it finishes the batch it is building) and drop what it built ahead."""
         p = self._producer
-        p.stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        p.halt()
         while not p.queue.empty():
             p.queue.get_nowait()
 
     def __del__(self) -> None:
         # ignite drops the iterator when a run ends: let the thread finish the batch it builds, so the process does
         # not go on (or exit) with it inside torch
-        producer, thread = self._producer, self._thread
-        producer.stop.set()
-        if thread is not threading.current_thread():
-            thread.join(timeout=60)
+        self._producer.halt(timeout=60)
 
 
 @atexit.register
 def _stop_running_producers() -> None:
     with _RUNNING_LOCK:
         running = list(_RUNNING)
-    for producer in running:
+    for producer in running:  # all stop at once, then each is waited for
         producer.stop.set()
     for producer in running:
-        producer.thread.join(timeout=60)
+        producer.halt(timeout=60)
 
 
 class PrefetchDataLoader(DataLoader):

@@ -145,8 +145,8 @@ class FeatureSpaceQualityFilter:
             self.intensity_mean = torch.nanmean(means, 0)
             centered = torch.where(torch.isnan(means), torch.zeros_like(means), means - self.intensity_mean)
             count = (~torch.isnan(means)).sum(0)
-            self.intensity_std = (centered.pow(2).sum(0) / (count.clamp(min=2) - 1)).sqrt()
-            self.intensity_half_width = prediction_half_width(self.intensity_std, count, self.intensity_sigma)
+            std = (centered.pow(2).sum(0) / (count.clamp(min=2) - 1)).sqrt()
+            self.intensity_half_width = prediction_half_width(std, count, self.intensity_sigma)
 
     def _fit_size(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_size is None or tuple(images.shape[2:]) == self.input_size:

@@ -9,10 +9,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import BUNDLES
-from monai.bundle import ConfigWorkflow
+from helpers import BUNDLES, bundle_workflow
 
-from monai_siamese.bundles import config_files
 from monai_siamese.networks import load_state_dict_file
 
 BUNDLE = BUNDLES / "seg_guided_diffusion"
@@ -45,17 +43,7 @@ TRAIN = {
 
 
 def _wf(configs, run_id, wtype, overrides):
-    wf = ConfigWorkflow(
-        config_file=config_files(BUNDLE, configs),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=wtype,
-        run_id=run_id,
-        bundle_root=str(BUNDLE),
-        **overrides,
-    )
-    wf.initialize()
-    return wf
+    return bundle_workflow(BUNDLE, configs, run_id, wtype, **overrides)
 
 
 def test_autoencoder_then_latent_training_and_sampling(tmp_path, demo_dir):

@@ -15,8 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import BUNDLES, REPO
-from monai.bundle import ConfigWorkflow
+from helpers import BUNDLES, REPO, bundle_workflow
 from sd_tiny import make_tiny_stable_diffusion
 
 from monai_siamese.bundles import config_files
@@ -54,15 +53,7 @@ def tiny_sd_inpaint(tmp_path_factory):
 
 
 def _workflow(bundle, configs, run_id, wtype, overrides):
-    return ConfigWorkflow(
-        config_file=config_files(BUNDLES / bundle, configs),
-        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=wtype,
-        run_id=run_id,
-        bundle_root=str(BUNDLES / bundle),
-        **overrides,
-    )
+    return bundle_workflow(BUNDLES / bundle, configs, run_id, wtype, initialize=False, **overrides)
 
 
 def _train(bundle, tmp_path, demo_dir, pretrained, **extra):

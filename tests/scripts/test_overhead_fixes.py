@@ -101,10 +101,8 @@ def test_foreach_ema_equals_ignite_ema():
 
 @pytest.mark.parametrize("method", ["seg_guided_diffusion", "siamese_diffusion"])
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, demo_dir, method):
+    from helpers import bundle_workflow
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
-
-    from monai_siamese.bundles import bundle_path, config_files
 
     def workflow(folder):
         over = {
@@ -117,17 +115,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, demo_dir, method):
             "checkpoint_interval": 2,
             "sample_interval": 0,
         }
-        b = bundle_path(method)
-        wf = ConfigWorkflow(
-            config_file=config_files(b, ["train.json", "tiny.json"]),
-            meta_file=str(b / "configs" / "metadata.json"),
-            workflow_type="train",
-            run_id="training",
-            bundle_root=str(b),
-            **over,
-        )
-        wf.initialize()
-        return wf
+        return bundle_workflow(method, ["train.json", "tiny.json"], **over)
 
     wf = workflow(tmp_path / "a")
     wf.run()

@@ -91,6 +91,27 @@ def test_synthetic_items_fill_the_configured_share_of_every_batch(
     assert seen == [0, 0]
 
 
+def test_photometric_augmentation_changes_only_the_image_and_replays_per_seed(tmp_path, demo_dir):
+    """Gamma, blur and noise (``intensity_prob``) alter the image of an item, never its label, keep the background
+    and tissue order of a real slice, and give the same result for the same item seed (exact resume)."""
+    geometric_off = {"flip_prob": 0.0, "affine_prob": 0.0}
+    wf = _workflow(tmp_path, demo_dir, intensity_prob=1.0, **geometric_off)
+    data = wf.parser.get_parsed_content("train#seeded_dataset")
+    real = data.dataset[0]
+    a, b, c = data[(0, 7)], data[(0, 7)], data[(0, 8)]
+    assert torch.equal(a["image"], b["image"])  # same seed, same image: a resumed run replays its batches
+    assert not torch.equal(a["image"], c["image"])
+    assert not torch.allclose(torch.as_tensor(a["image"]), torch.as_tensor(real["image"]), atol=1e-3)
+    for item in (a, c):
+        assert torch.equal(torch.as_tensor(item["label"]), torch.as_tensor(real["label"]))
+        label = torch.as_tensor(item["label"])[0]
+        means = [float(torch.as_tensor(item["image"])[0][label == k].mean()) for k in range(4)]
+        assert means[0] < means[1] < means[2] < means[3]  # background < CSF < GM < WM survives the augmentation
+    off = _workflow(tmp_path / "off", demo_dir, intensity_prob=0.0, **geometric_off)
+    item = off.parser.get_parsed_content("train#seeded_dataset")[(0, 7)]
+    assert torch.equal(torch.as_tensor(item["image"]), torch.as_tensor(real["image"]))
+
+
 def test_synthetic_datalist_trains_a_plain_monai_pipeline(tmp_path, synthetic_datalist):
     """A MONAI 2D segmentation set-up that knows nothing of this project reads the synthetic datalist unchanged."""
     from monai.data import DataLoader, Dataset, load_decathlon_datalist

@@ -1,9 +1,11 @@
-"""Test helpers: writing small NIfTI / PNG / DICOM files, a tiny conditioned denoiser."""
+"""Test helpers: writing small NIfTI / PNG / DICOM files, a tiny conditioned denoiser, loading scripts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,15 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as the module ``<name>_script``."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[f"{name}_script"] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray | None = None) -> str:

@@ -4,11 +4,9 @@ step."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import load_script
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.networks.nets import ControlNet, DiffusionModelUNet
@@ -23,7 +21,6 @@ from monai_siamese.networks import SiameseDiffusionNetwork
 
 ARCH = {"channels": (8, 16), "attention_levels": (False, False), "num_res_blocks": 1, "norm_num_groups": 8}
 C = 4  # mask classes = hint channels
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_net(mode: str = "all", prediction_type: str = "epsilon", seed: int = 0) -> SiameseDiffusionNetwork:
@@ -162,9 +159,7 @@ def test_online_augmentation_term():
 
 @pytest.mark.parametrize("mode,ptype", [("decoder", "epsilon"), ("all", "v_prediction")])
 def test_same_gradients_as_deep_copy_reference(mode, ptype):
-    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "benchmark_siamese_step.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmark_siamese_step")
     batch = make_batch(t=(50, 150, 600, 900))
     hint = make_image_hint(batch["images"], C)
     res = {}

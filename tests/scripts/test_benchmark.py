@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 TINY_NET = {"channels": [8, 16], "attention_levels": [False, False], "num_res_blocks": 1}
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[f"{name}_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("diffusers")
-    return _load("benchmark")
+    return load_script("benchmark")
 
 
 def _tiny_net(method: str) -> dict:
@@ -167,7 +156,7 @@ def test_smoke_full_worker(bench, tmp_path, demo_dir):
 
 
 def test_siamese_step_script(demo_dir, capsys):
-    mod = _load("benchmark_siamese_step")
+    mod = load_script("benchmark_siamese_step")
     args = ["--device", "cpu", "--size", "16", "--batch", "2", "--channels", "8", "16", "--steps", "1"]
     assert mod.main(args + ["--repeats", "1", "--no_memory"]) == 0
     out = capsys.readouterr().out

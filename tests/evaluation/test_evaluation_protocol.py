@@ -112,6 +112,10 @@ def test_presets_and_helpers():
     siamese_demo = json.loads((BUNDLES / "siamese_diffusion" / "configs" / "demo.json").read_text())
     assert siamese_demo["objective"] == "rflow" and demo.method_overrides["siamese_diffusion"]["sampler"] == "euler"
     assert demo.gen_infer_overrides["sampler"] == "dpmpp_2m"  # the DDPM-v ones
+    # the protocol's baseline augmentation (flips + affine): the segmentation bundle's photometric one is off
+    seg_train = json.loads((BUNDLES / "segmentation" / "configs" / "train.json").read_text())
+    assert seg_train["intensity_prob"] > 0
+    assert demo.seg_overrides["intensity_prob"] == full.seg_overrides["intensity_prob"] == 0
     with pytest.raises(ValueError, match="unknown evaluation setting"):
         demo.update({"regime": [4]})
     assert divisor_at_most(600) == 100 and divisor_at_most(4) == 4 and divisor_at_most(1800) == 100

@@ -20,7 +20,6 @@ import argparse
 import glob
 import json
 import os
-import statistics
 from pathlib import Path
 
 import torch
@@ -60,17 +59,19 @@ SHIFTS = {
 }
 
 
-def score(model: str, entries: list[dict], class_names: list[str]) -> dict[str, float]:
-    """Mean foreground Dice of ``model`` on ``entries`` for every shift."""
-    from monai_siamese.evaluation.scoring import _class_table, load_images
+def score(model: str, entries: list[dict], datalist: str) -> dict[str, dict[str, float]]:
+    """Dice per foreground class and their mean of ``model`` on ``entries`` for every shift."""
+    from monai_siamese.evaluation.protocol import class_names_from_datalist
+    from monai_siamese.evaluation.scoring import class_table, load_images
     from monai_siamese.quality import load_segmenter, per_class_scores
 
     seg = load_segmenter(model, device="cpu")
+    names = class_names_from_datalist(datalist, seg.num_classes)
     data = load_images(seg.settings, entries)
     out = {}
     for name, shift in SHIFTS.items():
         pred = seg.predict(shift(data["image"]))
-        out[name] = _class_table(per_class_scores(pred, data["label"], seg.num_classes)["dice"], class_names)
+        out[name] = class_table(per_class_scores(pred, data["label"], seg.num_classes)["dice"], names)
     return out
 
 
@@ -82,14 +83,11 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
 
-    from monai_siamese.data import load_datalist
-    from monai_siamese.data.demo import demo_dir
+    from monai_siamese.data import demo_datalist, load_datalist
+    from monai_siamese.evaluation.report import mean_std
 
-    datalist = a.datalist or os.path.join(demo_dir(), "datalist.json")
+    datalist = a.datalist or demo_datalist()
     entries = load_datalist(datalist, a.split)
-    with open(datalist) as f:
-        labels = json.load(f).get("labels", {})
-    names = [v for k, v in sorted(labels.items(), key=lambda kv: int(kv[0])) if int(k) > 0] or None
     groups = {}
     for spec in a.group:
         name, pattern = spec.split("=", 1)
@@ -97,7 +95,7 @@ def main() -> None:
         if not groups[name]:
             raise SystemExit(f"--group {name}: no weights match {pattern}")
     results = {
-        g: {run: score(m, entries, names or ["class1", "class2", "class3"]) for run, m in ms.items()}
+        g: {run: score(m, entries, datalist) for run, m in ms.items()}
         for g, ms in groups.items()
     }
     common = sorted(set.intersection(*(set(r) for r in results.values())))
@@ -111,15 +109,15 @@ def main() -> None:
     for g, res in results.items():
         cells = []
         for s in SHIFTS:
-            v = [res[r][s]["mean"] for r in common]
-            cells.append(f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}")
+            m, sd, _ = mean_std([res[r][s]["mean"] for r in common])
+            cells.append(f"{m:.3f} ± {sd:.3f}")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
     first = next(iter(results))
     for g, res in list(results.items())[1:]:
         cells = []
         for s in SHIFTS:
             d = [res[r][s]["mean"] - results[first][r][s]["mean"] for r in common]
-            cells.append(f"{statistics.mean(d):+.3f} ({sum(x > 0 for x in d)}/{len(d)} better)")
+            cells.append(f"{mean_std(d)[0]:+.3f} ({sum(x > 0 for x in d)}/{len(d)} better)")
         lines.append(f"| {g} - {first}, paired | " + " | ".join(cells) + " |")
     os.makedirs(a.out, exist_ok=True)
     Path(a.out, "shift_robustness.json").write_text(json.dumps({"groups": a.group, "results": results}, indent=2))

@@ -55,7 +55,7 @@ from monai_siamese.evaluation.steps import (
 )
 from monai_siamese.utils import atomic_write_json, versions
 
-__all__ = ["run_evaluation", "resolve_config"]
+__all__ = ["run_evaluation", "resolve_config", "class_names_from_datalist"]
 
 
 def _log(msg: str) -> None:
@@ -65,7 +65,6 @@ def _log(msg: str) -> None:
 def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
     """Fill what the settings leave open: the demo datalist, the bundles folder, the methods, class names."""
     from monai_siamese.data import demo_datalist
-    from monai_siamese.data.datalist import read_datalist_file
 
     values: dict[str, Any] = {}
     datalist = cfg.datalist or demo_datalist()
@@ -76,13 +75,19 @@ def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
         raise ValueError(f"no generator bundle found in {values['bundles_dir']}")
     values["methods"] = list(methods)
     if cfg.class_names is None:
-        content = read_datalist_file(values["datalist"])
-        labels = content.get("labels")
-        if isinstance(labels, dict) and len(labels) == cfg.num_classes:
-            values["class_names"] = [str(labels[str(i)]) for i in range(1, cfg.num_classes)]
-        else:
-            values["class_names"] = [f"class{i}" for i in range(1, cfg.num_classes)]
+        values["class_names"] = class_names_from_datalist(values["datalist"], cfg.num_classes)
     return cfg.update(values)
+
+
+def class_names_from_datalist(datalist: str | os.PathLike, num_classes: int) -> list[str]:
+    """Names of the foreground classes: the datalist's ``labels`` when it names all ``num_classes`` classes, else
+    ``class1``, ``class2``..."""
+    from monai_siamese.data.datalist import read_datalist_file
+
+    labels = read_datalist_file(datalist).get("labels")
+    if isinstance(labels, dict) and len(labels) == num_classes:
+        return [str(labels[str(i)]) for i in range(1, num_classes)]
+    return [f"class{i}" for i in range(1, num_classes)]
 
 
 def _pool_settings(cfg: EvaluationConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 
 from monai_siamese.utils import atomic_write_json
 
-__all__ = ["load_images", "score_segmentation", "synthetic_quality", "select_pairs"]
+__all__ = ["load_images", "class_table", "score_segmentation", "synthetic_quality", "select_pairs"]
 
 
 def load_images(settings: Any, entries: Sequence[Mapping], spatial_size: Sequence[int] | None = None) -> dict:
@@ -36,7 +36,8 @@ def load_images(settings: Any, entries: Sequence[Mapping], spatial_size: Sequenc
     }
 
 
-def _class_table(scores: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
+def class_table(scores: torch.Tensor, class_names: Sequence[str]) -> dict[str, float]:
+    """Per-class means of per-slice ``scores`` (NaN where a class is absent) by name, and their ``mean``."""
     from monai_siamese.quality import nanmean_per_class
 
     per = nanmean_per_class(scores)
@@ -64,8 +65,8 @@ def score_segmentation(
     pred = seg.predict(data["image"])
     scores = per_class_scores(pred, data["label"], seg.num_classes)
     return {
-        "dice": _class_table(scores["dice"], class_names),
-        "iou": _class_table(scores["iou"], class_names),
+        "dice": class_table(scores["dice"], class_names),
+        "iou": class_table(scores["iou"], class_names),
         "slices": int(pred.shape[0]),
         "model": str(model),
     }
@@ -131,7 +132,7 @@ def synthetic_quality(
         "pairs": len(entries),
         "masks": len(groups),
         "image_size": list(syn_size),
-        "faithfulness_dice": _class_table(dice, class_names),
+        "faithfulness_dice": class_table(dice, class_names),
         "fid": fid,
         "kid": kid,
         "kid_std": kid_std,

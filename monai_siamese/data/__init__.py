@@ -24,6 +24,7 @@ from monai_siamese.data.mixing import (
     MixedBatchSampler,
     load_synthetic_datalists,
     synthetic_per_batch,
+    synthetic_phase_batches,
     tag_entries,
 )
 from monai_siamese.data.pipeline import (
@@ -90,6 +91,7 @@ __all__ = [
     "slice_affine",
     "slice_name",
     "synthetic_per_batch",
+    "synthetic_phase_batches",
     "tag_entries",
     "to_unit_range",
     "validate_datalist",

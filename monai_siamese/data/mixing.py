@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from monai_siamese.data.datalist import DatalistError, load_datalist
 from monai_siamese.data.sampling import ResumableBatchSampler
 
-__all__ = ["SYNTHETIC_KEY", "tag_entries", "load_synthetic_datalists", "synthetic_per_batch", "MixedBatchSampler"]
+__all__ = [
+    "SYNTHETIC_KEY",
+    "tag_entries",
+    "load_synthetic_datalists",
+    "synthetic_per_batch",
+    "synthetic_phase_batches",
+    "MixedBatchSampler",
+]
 
 #: entry key marking a synthetic pair (written by :class:`~monai_siamese.data.SyntheticPairWriter`)
 SYNTHETIC_KEY = "synthetic"
@@ -86,6 +93,20 @@ def synthetic_per_batch(batch_size: int, synthetic_ratio: float, num_synthetic: 
     return n
 
 
+def synthetic_phase_batches(synthetic_until: float, num_iterations: int) -> int | None:
+    """Batches of a run of ``num_iterations`` that hold synthetic items when they are limited to the first
+    ``synthetic_until`` of the run (None for 1: every batch); see :class:`MixedBatchSampler`.
+
+    Raises:
+        ValueError: ``synthetic_until`` outside [0, 1].
+    """
+    if not 0.0 <= float(synthetic_until) <= 1.0:
+        raise ValueError(f"synthetic_until must be in [0, 1] (a fraction of the run), got {synthetic_until}")
+    if float(synthetic_until) == 1.0:
+        return None
+    return int(round(float(synthetic_until) * int(num_iterations)))
+
+
 class MixedBatchSampler(ResumableBatchSampler):
     """Batches of ``(index, item_seed)`` into ``SeededDataset(ConcatDataset([real, synthetic]))`` with exactly
     ``round(batch_size * synthetic_ratio)`` synthetic items in every batch (indices ``>= num_real``).
@@ -95,6 +116,13 @@ class MixedBatchSampler(ResumableBatchSampler):
     so every arm of a comparison uses the same sampler and the same real batches. Batch ``b`` is a pure function of
     ``(seed, rank, b)``: a resumed run continues from :meth:`set_position` (see :class:`ResumableBatchSampler`).
 
+    ``synthetic_batches`` limits the synthetic items to the first batches of the run (a synthetic phase): from batch
+    ``synthetic_batches`` on, batches are real only, the real stream continuing where it was. Synthetic labels are
+    less faithful than real ones; ending training on real data only keeps what the synthetic anatomy taught without
+    fitting the last steps to their label errors (pre-train on synthetic, fine-tune on real, in one run). With
+    ``synthetic_ratio`` doubled and half the run as the phase, the run sees as many synthetic items as with a fixed
+    ratio.
+
     Args:
         num_real: number of real items (the first part of the concatenated dataset).
         num_synthetic: number of synthetic items (the second part).
@@ -102,6 +130,7 @@ class MixedBatchSampler(ResumableBatchSampler):
         synthetic_ratio: fraction of every batch taken by synthetic items, in [0, 1].
         seed: seed of the streams.
         rank: process rank in distributed training (ranks draw different batches).
+        synthetic_batches: number of batches, from the start of the run, that hold synthetic items (None: all).
     """
 
     def __init__(
@@ -112,6 +141,7 @@ class MixedBatchSampler(ResumableBatchSampler):
         synthetic_ratio: float = 0.0,
         seed: int = 0,
         rank: int = 0,
+        synthetic_batches: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -121,3 +151,17 @@ class MixedBatchSampler(ResumableBatchSampler):
         super().__init__([num_real, num_synthetic], [batch_size - n_synthetic, n_synthetic], seed=seed, rank=rank)
         self.num_real, self.num_synthetic = int(num_real), int(num_synthetic)
         self.n_real, self.n_synthetic = batch_size - n_synthetic, n_synthetic
+        if synthetic_batches is not None and int(synthetic_batches) < 0:
+            raise ValueError(f"synthetic_batches must be >= 0 or None, got {synthetic_batches}")
+        if synthetic_batches is not None and n_synthetic and num_real <= 0:
+            raise ValueError("MixedBatchSampler: no real items for the batches after the synthetic phase")
+        self.synthetic_batches = None if synthetic_batches is None or not n_synthetic else int(synthetic_batches)
+
+    def batch(self, b: int) -> list[tuple[int, int]]:
+        """Batch number ``b``: ``n_real`` real and ``n_synthetic`` synthetic items in the synthetic phase, then
+        ``batch_size`` real items (the real stream's positions continue across the switch)."""
+        phase = self.synthetic_batches
+        if phase is None or b < phase:
+            return super().batch(b)
+        start = phase * self.n_real + (b - phase) * self.batch_size
+        return self.items(0, start, self.batch_size)

@@ -99,13 +99,19 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
             self._perms[key] = perm
         return self._perms[key]
 
+    def items(self, part: int, start: int, count: int) -> list[tuple[int, int]]:
+        """Items ``start .. start + count - 1`` of part ``part``'s endless stream, as ``(index, item_seed)``."""
+        n, out = self.sizes[part], []
+        for j in range(start, start + count):
+            pos = self._perm(part, j // n)[j % n]
+            out.append((self.offsets[part] + pos, item_seed(self.seed * 7919 + self.rank, part, j)))
+        return out
+
     def batch(self, b: int) -> list[tuple[int, int]]:
         """Batch number ``b`` of the stream."""
         out = []
-        for part, (n, k) in enumerate(zip(self.sizes, self.per_batch)):
-            for j in range(b * k, (b + 1) * k):
-                pos = self._perm(part, j // n)[j % n]
-                out.append((self.offsets[part] + pos, item_seed(self.seed * 7919 + self.rank, part, j)))
+        for part, k in enumerate(self.per_batch):
+            out += self.items(part, b * k, k)
         return out
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:

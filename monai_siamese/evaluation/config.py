@@ -42,6 +42,7 @@ CLI_OPTIONS = (
     ("seg_spatial_size", int, "segmentation input size"),
     ("gen_iterations", int, "generator training iterations"),
     ("synthetic_ratio", float, "synthetic fraction of every batch"),
+    ("synthetic_until", float, "synthetic items only in this first fraction of the segmentation run (1: all of it)"),
     ("samples_per_mask", int, "synthetic samples per conditioning mask"),
     (
         "mask_sources",
@@ -151,6 +152,8 @@ class EvaluationConfig:
         seg_spatial_size: segmentation input size.
         seg_overrides: further segmentation overrides.
         synthetic_ratio: fraction of every batch that is synthetic in the real + synthetic arms.
+        synthetic_until: the synthetic items are in the batches of this first fraction of the segmentation run only
+            (a synthetic phase, then real only; 1: the whole run): :class:`~monai_siamese.data.MixedBatchSampler`.
         judge_iterations: iterations of the judge segmenter (trained on the whole pool; default seg_iterations).
         gen_train_configs: generator training config files.
         gen_infer_configs: generator sampling config files.
@@ -202,6 +205,7 @@ class EvaluationConfig:
     seg_spatial_size: int = 128
     seg_overrides: dict[str, Any] = field(default_factory=dict)
     synthetic_ratio: float = 0.25
+    synthetic_until: float = 1.0
     judge_iterations: int | None = None
     gen_train_configs: list[str] = field(default_factory=lambda: ["train.json", "demo.json"])
     gen_infer_configs: list[str] = field(default_factory=lambda: ["inference.json", "demo.json"])

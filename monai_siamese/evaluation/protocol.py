@@ -186,6 +186,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 "seed": seed,
                 "synthetic_datalist": synthetic,
                 "synthetic_ratio": cfg.synthetic_ratio if synthetic else 0.0,
+                "synthetic_until": cfg.synthetic_until if synthetic else 1.0,
             },
             f"segmentation {arm} {run_tag(n, d, seed)}",
         )
@@ -331,6 +332,7 @@ def segmentation_run(
     val_split: str = "validation",
     dataset_dir: str | None = None,
     device: str | None = None,
+    synthetic_until: float = 1.0,
 ) -> dict:
     """A segmentation arm (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`): train (cached) and score
     on the test entries (cached)."""
@@ -345,6 +347,7 @@ def segmentation_run(
             seed,
             synthetic_datalist=synthetic_datalist,
             synthetic_ratio=synthetic_ratio,
+            synthetic_until=synthetic_until,
             val_split=val_split,
             dataset_dir=dataset_dir,
             **common,

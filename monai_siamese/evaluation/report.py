@@ -311,6 +311,13 @@ def sample_grid(
     return save_png(grid(tiles), path)
 
 
+def _phase_text(cfg: EvaluationConfig) -> str:
+    """The synthetic phase of the mixed arms, if the run has one."""
+    if float(cfg.synthetic_until) >= 1.0:
+        return ""
+    return f" in the first {cfg.synthetic_until:.0%} of the iterations, the rest real only"
+
+
 def _draw_text(cfg: EvaluationConfig) -> str:
     if cfg.draws is None:
         return f"one draw per seed, seeds {cfg.seeds}, each draw with its own generators"
@@ -401,7 +408,7 @@ def write_report(
         f"({_draw_text(cfg)}); every arm of a draw uses the same slices, the same seeds and the same budget: "
         f"segmentation {cfg.seg_iterations} iterations at batch {cfg.seg_batch_size}, {cfg.seg_spatial_size} x "
         f"{cfg.seg_spatial_size}; in the synthetic arms {cfg.synthetic_ratio:.0%} of every batch is synthetic "
-        f"(replacing real slots, not adding steps). Generators are trained only on their draw's N pairs "
+        f"(replacing real slots, not adding steps){_phase_text(cfg)}. Generators are trained only on their draw's N pairs "
         f"({cfg.gen_iterations or 'config default'} iterations) and write {cfg.samples_per_mask} pairs per real mask "
         f"for every mask source ({', '.join(f'`{m}`' for m in cfg.mask_sources)}): `regime` samples the N real masks "
         "repeatedly, the other sources make new masks from the N real masks only (monai_siamese.masks) and sample "

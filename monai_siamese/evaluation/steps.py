@@ -281,6 +281,7 @@ def train_segmentation(
     spatial_size: int,
     synthetic_datalist: str | Sequence[str] | None = None,
     synthetic_ratio: float = 0.0,
+    synthetic_until: float = 1.0,
     overrides: Mapping[str, Any] | None = None,
     val_split: str = "validation",
     dataset_dir: str | None = None,
@@ -299,6 +300,7 @@ def train_segmentation(
         spatial_size: input size.
         synthetic_datalist: synthetic datalist(s), or None for the real-only arm.
         synthetic_ratio: fraction of every batch that is synthetic.
+        synthetic_until: synthetic items only in this first fraction of the run (1: all of it).
         overrides: further overrides.
         val_split: validation split of ``datalist``.
         dataset_dir: base folder of relative paths (default: the datalist's folder).
@@ -321,6 +323,7 @@ def train_segmentation(
         "spatial_size": [int(spatial_size), int(spatial_size)],
         "synthetic_datalist": synthetic_datalist,
         "synthetic_ratio": float(synthetic_ratio) if synthetic_datalist else 0.0,
+        **({"synthetic_until": float(synthetic_until)} if synthetic_datalist and synthetic_until != 1.0 else {}),
         **dict(overrides or {}),
     }
     run_bundle(bundle, list(configs), "run", "train", over)

@@ -60,10 +60,13 @@ def _workflow(tmp_path, demo_dir, **extra):
     return bundle_workflow(BUNDLE, ["train.json"], **{**TINY, **_dirs(tmp_path, demo_dir), **extra})
 
 
-@pytest.mark.parametrize("ratio,per_batch", [(0.25, 1), (0.5, 2)])
+@pytest.mark.parametrize(
+    "ratio,until,per_batch", [(0.25, 1.0, [1] * 6), (0.5, 1.0, [2] * 6), (0.5, 0.5, [2, 2, 2, 0, 0, 0])]
+)
 def test_synthetic_items_fill_the_configured_share_of_every_batch(
-    tmp_path, demo_dir, synthetic_datalist, ratio, per_batch
+    tmp_path, demo_dir, synthetic_datalist, ratio, until, per_batch
 ):
+    """``synthetic_ratio`` of every batch is synthetic; with ``synthetic_until`` only in that first part of the run."""
     from ignite.engine import Events
 
     wf = _workflow(
@@ -71,6 +74,7 @@ def test_synthetic_items_fill_the_configured_share_of_every_batch(
         demo_dir,
         synthetic_datalist=synthetic_datalist,
         synthetic_ratio=ratio,
+        synthetic_until=until,
         num_iterations=6,
         val_interval=3,
     )
@@ -81,7 +85,7 @@ def test_synthetic_items_fill_the_configured_share_of_every_batch(
     )
     wf.run()
     assert trainer.state.iteration == 6  # the iteration budget does not grow with synthetic data
-    assert counts == [per_batch] * 6
+    assert counts == per_batch
     assert len(wf.parser.get_parsed_content("train#synthetic_dataset")) == 6
     real_only = _workflow(tmp_path / "real", demo_dir, num_iterations=2)
     seen = []

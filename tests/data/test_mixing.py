@@ -95,3 +95,45 @@ def test_synthetic_datalists_are_tagged_and_reduced_to_common_keys(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"training": [{"image": "x", "label": "y"}]}))
     with pytest.raises(DatalistError, match="not marked synthetic"):
         load_synthetic_datalists(tmp_path / "c.json", require_flag=True)
+
+
+def test_synthetic_phase_ends_on_real_batches_and_resumes_exactly():
+    """With ``synthetic_batches`` the first batches are mixed as before and the rest real only, the real stream going
+    on where it was (every real item still seen equally often); batch b is still a pure function of b."""
+    fixed = MixedBatchSampler(num_real=6, num_synthetic=5, batch_size=4, synthetic_ratio=0.5, seed=2)
+    phased = MixedBatchSampler(num_real=6, num_synthetic=5, batch_size=4, synthetic_ratio=0.5, seed=2,
+                               synthetic_batches=3)  # fmt: skip
+    it_f, it_p = iter(fixed), iter(phased)
+    first_f, first_p = [next(it_f) for _ in range(3)], [next(it_p) for _ in range(9)]
+    assert first_p[:3] == first_f  # the synthetic phase is the fixed-ratio stream
+    assert all(sum(i >= 6 for i, _ in b) == 2 for b in first_p[:3])
+    assert all(len(b) == 4 and all(i < 6 for i, _ in b) for b in first_p[3:])  # then real only
+    real = Counter(i for b in first_p for i, _ in b if i < 6)  # 3 x 2 + 6 x 4 = 30 real slots = 5 passes of 6
+    assert set(real) == set(range(6)) and set(real.values()) == {5}
+    seeds = [s for b in first_p for _, s in b]
+    assert len(set(seeds)) == len(seeds)
+    resumed = MixedBatchSampler(num_real=6, num_synthetic=5, batch_size=4, synthetic_ratio=0.5, seed=2,
+                                synthetic_batches=3)  # fmt: skip
+    resumed.set_position(2)  # interrupted inside the phase, resumed across the switch
+    it_r = iter(resumed)
+    assert [next(it_r) for _ in range(7)] == first_p[2:]
+    # no synthetic data: the phase changes nothing
+    plain = MixedBatchSampler(num_real=6, num_synthetic=0, batch_size=4, synthetic_ratio=0.5, seed=2,
+                              synthetic_batches=3)  # fmt: skip
+    assert _batches(plain, 5) == _batches(MixedBatchSampler(num_real=6, batch_size=4, seed=2), 5)
+
+
+@pytest.mark.parametrize("until,expected", [(1.0, None), (0.5, 300), (0.0, 0), (0.25, 150)])
+def test_synthetic_phase_batches(until, expected):
+    from monai_siamese.data import synthetic_phase_batches
+
+    assert synthetic_phase_batches(until, 600) == expected
+
+
+def test_invalid_synthetic_phase_fails_clearly():
+    from monai_siamese.data import synthetic_phase_batches
+
+    with pytest.raises(ValueError, match="synthetic_until"):
+        synthetic_phase_batches(1.5, 600)
+    with pytest.raises(ValueError, match="synthetic_batches"):
+        MixedBatchSampler(num_real=4, num_synthetic=4, batch_size=4, synthetic_ratio=0.5, synthetic_batches=-1)

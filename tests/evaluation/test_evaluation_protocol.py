@@ -126,7 +126,8 @@ def test_presets_and_helpers():
 
 def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir):
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "monai_siamese", "evaluate", "--preset", "micro", "--out", str(out)]
+    cmd = [sys.executable, "-m", "monai_siamese", "evaluate", "--preset", "micro", "--synthetic_until", "0.5"]
+    cmd += ["--out", str(out)]
     env = {**os.environ, "MONAI_SIAMESE_BUNDLES": str(BUNDLES), "PYTHONPATH": str(REPO)}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -178,6 +179,8 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     ]
     assert {r["overrides"]["num_iterations"] for r in runs} == {4} and {r["overrides"]["seed"] for r in runs} == {0}
     assert runs[0]["overrides"]["synthetic_datalist"] is None and runs[1]["overrides"]["synthetic_ratio"] == 0.5
+    assert "synthetic_until" not in runs[0]["overrides"] and runs[1]["overrides"]["synthetic_until"] == 0.5
+    assert "in the first 50% of the iterations, the rest real only" in report
     assert runs[2]["overrides"]["synthetic_datalist"] == str(sets / "augmented" / "select" / "datalist.json")
     # an interrupted evaluation resumes: finished runs are not redone
     os.remove(out / "runs" / "seg_guided_diffusion@regime" / "N004_d0_s0" / "test" / "result.json")

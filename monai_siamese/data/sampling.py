@@ -136,13 +136,50 @@ def _own_state(obj: Randomizable, seed: int, owned: dict[int, np.random.RandomSt
     return state
 
 
+#: MONAI transforms whose ``set_random_state`` seeds the object itself and these members with the same seed (and
+#: nothing else); :func:`reseed` does the same without constructing generators (checked against MONAI's own call,
+#: state by state and output by output, in ``tests/data/test_sampling.py``)
+SAME_SEED_MEMBERS: dict[str, tuple[str, ...]] = {
+    "RandFlipd": (),
+    "RandAxisFlipd": ("flipper",),
+    "RandAffined": ("rand_affine",),
+    "RandAffine": ("rand_affine_grid",),
+    "RandRotated": ("rand_rotate",),
+    "RandZoomd": ("rand_zoom",),
+    "Rand2DElasticd": ("rand_2d_elastic",),
+    "Rand2DElastic": ("deform_grid", "rand_affine_grid"),
+    "RandGaussianNoised": ("rand_gaussian_noise",),
+    "RandAdjustContrastd": ("adjuster",),
+    "RandGaussianSmoothd": ("rand_smooth",),
+    "RandScaleIntensityd": ("scaler",),
+    "RandShiftIntensityd": ("shifter",),
+    "RandBiasFieldd": ("rand_bias_field",),
+}
+_same_seed_classes: dict[type, tuple[str, ...]] = {}
+
+
+def _same_seed_members(cls: type) -> tuple[str, ...] | None:
+    """The members :data:`SAME_SEED_MEMBERS` lists for exactly this MONAI class (None for any other class,
+    subclasses included: their ``set_random_state`` may do more)."""
+    if not _same_seed_classes:
+        import monai.transforms as mt
+
+        _same_seed_classes.update({getattr(mt, k): v for k, v in SAME_SEED_MEMBERS.items() if hasattr(mt, k)})
+    members = _same_seed_classes.get(cls)
+    if members is None or "set_random_state" not in cls.__dict__:
+        return None
+    return members
+
+
 def reseed(transform: Randomizable, seed: int, owned: dict[int, np.random.RandomState] | None = None) -> None:
     """``transform.set_random_state(seed=seed)`` with the same resulting random states, but reusing the generators of
     the previous call (``owned``, kept by the caller) instead of constructing a ``np.random.RandomState`` per transform
     per call (~0.2 ms each: the largest share of per-item data cost on small images).
 
-    Plain ``Randomizable`` objects and ``Compose`` (which seeds each random member with a draw from its own state, in
-    order) are handled here; any other class that overrides ``set_random_state`` is called as it is.
+    Plain ``Randomizable`` objects, ``Compose`` (which seeds each random member with a draw from its own state, in
+    order) and MONAI's random transforms that seed their inner transforms with the same seed
+    (:data:`SAME_SEED_MEMBERS`: flips, affine, intensity) are handled here; any other class that overrides
+    ``set_random_state`` is called as it is.
 
     Args:
         transform: the transform (tree) to seed.
@@ -158,6 +195,10 @@ def reseed(transform: Randomizable, seed: int, owned: dict[int, np.random.Random
         for member in transform.transforms:
             if isinstance(member, Randomizable):
                 reseed(member, int(state.randint(MAX_SEED, dtype="uint32")), owned)
+    elif (members := _same_seed_members(type(transform))) is not None:
+        _own_state(transform, seed, owned)
+        for name in members:
+            reseed(getattr(transform, name), seed, owned)
     else:
         transform.set_random_state(seed=seed)
 

@@ -334,8 +334,7 @@ def segmentation_run(
     device: str | None = None,
     synthetic_until: float = 1.0,
 ) -> dict:
-    """A segmentation arm (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`): train (cached) and score
-    on the test entries (cached)."""
+    """A segmentation arm (a :func:`~monai_siamese.evaluation.runner.run_tasks` task): train, score on test (cached)."""
     folder = Path(folder)
     cached_step(
         folder / "train",

@@ -41,30 +41,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from monai.bundle import ConfigWorkflow
     from monai.transforms import apply_transform
 
-    from monai_siamese.bundles import bundle_path, config_files
-    from monai_siamese.data import demo_datalist
+    from bench.bundle_setup import bundle_parser
 
     args = parser().parse_args(argv)
     torch.set_num_threads(1)
-    root = bundle_path("segmentation")
+    over: dict = {"intensity_prob": args.intensity_prob}
+    if args.datalist:
+        over.update(datalist=args.datalist, dataset_dir=str(Path(args.datalist).parent))
     with tempfile.TemporaryDirectory() as tmp:
-        wf = ConfigWorkflow(
-            config_file=config_files(root, ["train.json"]),
-            meta_file=str(root / "configs" / "metadata.json"),
-            logging_file=False,
-            workflow_type="train",
-            bundle_root=str(root),
-            datalist=args.datalist or demo_datalist(),
-            spatial_size=[args.size, args.size],
-            intensity_prob=args.intensity_prob,
-            ckpt_dir=f"{tmp}/models",
-            log_dir=f"{tmp}/logs",
-        )
-        wf.initialize()
-        ds = wf.parser.get_parsed_content("train#seeded_dataset")
+        config = bundle_parser("segmentation", ["train.json"], over, work_dir=tmp, size=args.size)
+        ds = config.get_parsed_content("train#seeded_dataset")
     tree, n = ds.transform, len(ds.dataset)
 
     def with_set_random_state(key):

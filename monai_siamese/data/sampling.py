@@ -155,20 +155,14 @@ SAME_SEED_MEMBERS: dict[str, tuple[str, ...]] = {
     "RandShiftIntensityd": ("shifter",),
     "RandBiasFieldd": ("rand_bias_field",),
 }
-_same_seed_classes: dict[type, tuple[str, ...]] = {}
 
 
 def _same_seed_members(cls: type) -> tuple[str, ...] | None:
     """The members :data:`SAME_SEED_MEMBERS` lists for exactly this MONAI class (None for any other class,
     subclasses included: their ``set_random_state`` may do more)."""
-    if not _same_seed_classes:
-        import monai.transforms as mt
-
-        _same_seed_classes.update({getattr(mt, k): v for k, v in SAME_SEED_MEMBERS.items() if hasattr(mt, k)})
-    members = _same_seed_classes.get(cls)
-    if members is None or "set_random_state" not in cls.__dict__:
+    if not cls.__module__.startswith("monai.transforms.") or "set_random_state" not in cls.__dict__:
         return None
-    return members
+    return SAME_SEED_MEMBERS.get(cls.__name__)
 
 
 def reseed(transform: Randomizable, seed: int, owned: dict[int, np.random.RandomState] | None = None) -> None:

@@ -62,7 +62,8 @@ def test_channels_last_and_fused_adamw_flag():
     net = to_channels_last(_net())
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert to_channels_last(_net(), enabled=False)[0].weight.is_contiguous()
-    assert fused_adamw_available("cpu") is False
+    # the CPU kernel exists from torch 2.4 on (TorchVersion compares as a version; this project pins 2.13)
+    assert fused_adamw_available("cpu") is (torch.__version__ >= "2.4")
     assert fused_adamw_available("cuda") == torch.cuda.is_available()
 
 

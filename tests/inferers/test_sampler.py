@@ -27,13 +27,18 @@ def test_same_seed_same_sample_and_guidance_math():
     x1, x2 = s(den, cond, noise), s(den, cond, noise.clone())
     torch.testing.assert_close(x1, x2)
     assert x1.shape == (2, 1, 16, 16) and float(x1.abs().max()) <= 1.0
-    # guidance: eps = eps_u + s (eps_c - eps_u), both passes in one batch
+    # guidance: eps = eps_u + s (eps_c - eps_u), both passes in one batch; MONAI zero-initialises the UNet's output
+    # convolution, so the weights are perturbed first (else both passes are 0 and any combination passes)
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     g = ConditionalSampler(DDIMScheduler(1000), num_inference_steps=5, guidance_scale=3.0)
     x = torch.randn(2, 1, 16, 16)
     t = torch.full((2,), 500, dtype=torch.long)
     with torch.no_grad():
         eps_c = den(x, t, cond)
         eps_u = den(x, t, torch.full_like(cond, -1.0))
+        assert float((eps_c - eps_u).abs().max()) > 1e-3  # the condition matters
         torch.testing.assert_close(g.predict(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4)
 
 

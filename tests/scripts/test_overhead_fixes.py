@@ -139,10 +139,14 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, demo_dir, method):
     assert all(torch.equal(ema_full[k], ema[k]) for k in ema_full)
 
 
-def test_foreach_adamw_on_cpu_equals_the_default_implementation(demo_dir):
-    """The bundles' AdamW runs ``foreach`` on the CPU (one C++ loop instead of a Python loop over the parameters):
-    the same updates, bit for bit."""
+def test_cpu_adamw_implementations_agree_with_the_default(demo_dir):
+    """The bundles' AdamW runs fused on the CPU where torch has the kernel (one kernel over every parameter), else
+    ``foreach`` (one C++ loop instead of a Python loop over the parameters). ``foreach`` gives the default's updates
+    bit for bit; fused gives them up to float rounding (each step checked from the same weights and gradients, as
+    rounding differences grow over a training run like any change of kernel)."""
     from monai.networks.nets import DiffusionModelUNet
+
+    from monai_siamese.engines import fused_adamw_available
 
     def make():
         torch.manual_seed(0)
@@ -150,10 +154,9 @@ def test_foreach_adamw_on_cpu_equals_the_default_implementation(demo_dir):
             2, 5, 1, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8
         )
 
-    nets = [make(), make()]
-    opts = [
-        torch.optim.AdamW(n.parameters(), lr=5e-4, weight_decay=0.01, foreach=f) for n, f in zip(nets, (False, True))
-    ]
+    kinds = [{"foreach": False}, {"foreach": True}] + ([{"fused": True}] if fused_adamw_available("cpu") else [])
+    nets = [make() for _ in kinds]
+    opts = [torch.optim.AdamW(n.parameters(), lr=5e-4, weight_decay=0.01, **k) for n, k in zip(nets, kinds)]
     gen = torch.Generator().manual_seed(0)
     for _ in range(6):
         x, t = torch.randn(2, 5, 16, 16, generator=gen), torch.randint(0, 1000, (2,), generator=gen)
@@ -161,12 +164,33 @@ def test_foreach_adamw_on_cpu_equals_the_default_implementation(demo_dir):
             o.zero_grad()
             n(x, t).pow(2).mean().backward()
             o.step()
-    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+        assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+        for n, o in zip(nets[2:], opts[2:]):  # fused: the same step from the reference's weights and moments
+            n.load_state_dict(nets[0].state_dict())
+            o.load_state_dict(opts[0].state_dict())
+    if len(kinds) == 3:
+        ref, fused = nets[0], nets[2]
+        state_ref, state_fused = opts[0].state_dict()["state"], opts[2].state_dict()["state"]
+        # one more step from equal weights, moments and gradients
+        x, t = torch.randn(2, 5, 16, 16, generator=gen), torch.randint(0, 1000, (2,), generator=gen)
+        for n, o in ((ref, opts[0]), (fused, opts[2])):
+            o.zero_grad()
+            n(x, t).pow(2).mean().backward()
+            o.step()
+        # the update is lr-sized (5e-4) against a tolerance of 1e-7: a fused step that did nothing would fail
+        for a, b in zip(ref.parameters(), fused.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+        for k in state_ref:
+            for m in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(state_fused[k][m], state_ref[k][m], rtol=1e-5, atol=1e-12)
     from monai_siamese.bundles import read_config
 
-    for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"):
+    for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft", "segmentation"):
         parser = read_config(method, ["train.json"], {"device": "$torch.device('cpu')"})
-        assert parser.get_parsed_content("optimizer#foreach") is True and not parser.get_parsed_content("fused_adamw")
+        fused = parser.get_parsed_content("fused_adamw")
+        assert fused == fused_adamw_available("cpu")
+        assert parser.get_parsed_content("optimizer#fused") == fused
+        assert parser.get_parsed_content("optimizer#foreach") is (None if fused else True)
 
 
 @pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping and not clipping

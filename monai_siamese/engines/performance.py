@@ -143,8 +143,8 @@ def fused_adamw_available(device: torch.device | str | None = None) -> bool:
     """Whether ``torch.optim.AdamW(fused=True)`` can run on ``device`` (default: CUDA when available, else the CPU).
 
     True on CUDA when it is available and on the CPU where this torch has the fused CPU kernel (torch >= 2.4): one
-    kernel over every parameter instead of ``foreach``'s dozen passes (0.9 against 3.5-5 ms per step for the demo
-    UNet's 0.64 M parameters on one CPU thread). The same update up to float rounding (a few ULPs per step, as on
+    kernel over every parameter instead of ``foreach``'s dozen passes (1.3 against 4.7 ms per step for the demo
+    UNet's 0.64 M parameters on one CPU thread: ``scripts/benchmark_adamw.py``). The same update up to float rounding (a few ULPs per step, as on
     CUDA; ``tests/engines/test_performance.py`` compares the weights after several steps); a run resumes with the
     implementation it started with, so resume stays exact."""
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,7 +12,6 @@ the per-round ratios against single-tensor.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -87,8 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
             + f" per step (CPU clock); speed-up over single-tensor: {speed}"
         )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        from monai_siamese.utils import atomic_write_json
+
+        atomic_write_json(args.out, results)
     return results
 
 

@@ -13,7 +13,6 @@ median with the min-max.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -100,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{fmt_spread(result['speedup_wall'])} (wall); identical items: {same}"
     )
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        from monai_siamese.utils import atomic_write_json
+
+        atomic_write_json(args.out, result)
     return result
 
 

@@ -144,9 +144,9 @@ def fused_adamw_available(device: torch.device | str | None = None) -> bool:
 
     True on CUDA when it is available and on the CPU where this torch has the fused CPU kernel (torch >= 2.4): one
     kernel over every parameter instead of ``foreach``'s dozen passes (1.3 against 4.7 ms per step for the demo
-    UNet's 0.64 M parameters on one CPU thread: ``scripts/benchmark_adamw.py``). The same update up to float rounding (a few ULPs per step, as on
-    CUDA; ``tests/engines/test_performance.py`` compares the weights after several steps); a run resumes with the
-    implementation it started with, so resume stays exact."""
+    UNet's 0.64 M parameters on one CPU thread: ``scripts/benchmark_adamw.py``). The same update up to float
+    rounding (a few ULPs per step, as on CUDA; ``tests/scripts/test_overhead_fixes.py`` compares each step from
+    equal weights and moments); a run resumes with the implementation it started with, so resume stays exact."""
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
         return torch.cuda.is_available()

@@ -63,7 +63,7 @@ CLI_OPTIONS = (
 class Preset(str, Enum):
     """Named settings of ``python -m monai_siamese evaluate``."""
 
-    DEMO = "demo"  # the whole protocol on the demo data on 2 CPU cores (about 40 min per generator method)
+    DEMO = "demo"  # the whole protocol on the demo data, 2 CPU cores (1 h 54 min: docs/results/eval_demo_fresh)
     FULL = "full"  # GPU: 5 seeds, 1800-iteration segmentation, the generators' full train.json
     MICRO = "micro"  # plumbing check for tests: a few iterations, one seed, one regime
 

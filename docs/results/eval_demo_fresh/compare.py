@@ -1,0 +1,43 @@
+"""The fresh whole-preset run against the committed one (same draws, seeds and settings; the fresh run's training
+used fused AdamW, so its runs differ from the committed ones only by float rounding that grows over training):
+per arm and regime, the run-by-run difference in mean Dice (fresh - committed) and both runs' paired gain over
+real only. python docs/results/eval_demo_fresh/compare.py"""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).parent
+T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # t quantiles for 3-6 runs
+
+
+def runs(path):
+    rows = json.loads(path.read_text())["runs"]
+    return {(r["arm"], r["regime"], r["draw"], r["seed"]): r["dice"]["mean"] for r in rows}
+
+
+def interval(d):
+    m = statistics.mean(d)
+    h = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
+    return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}] {sum(x > 0 for x in d)}/{len(d)}"
+
+
+fresh = runs(HERE / "results.json")
+# the committed preset's new-mask arms and its N = 4 regime arms (N = 8 regime arms were not run with it)
+old = {**runs(HERE.parent / "eval_demo_committed" / "results.json"),
+       **runs(HERE.parent / "eval_demo_committed_n4_sources" / "results.json")}  # fmt: skip
+print("| arm | N | fresh - committed, per run: mean abs (max abs) | gain over real, fresh | gain over real, committed |")
+print("| --- | --- | --- | --- | --- |")
+for arm in sorted({k[0] for k in fresh}, key=lambda a: (a != "real", a)):
+    for n in sorted({k[1] for k in fresh}):
+        keys = sorted(k for k in fresh if k[0] == arm and k[1] == n)
+        both = [k for k in keys if k in old]
+        diff = [fresh[k] - old[k] for k in both]
+        rep = f"{statistics.mean(map(abs, diff)):.3f} ({max(map(abs, diff)):.3f}), {len(diff)} runs" if diff else "-"
+        gain = ["-", "-"]
+        if arm != "real":
+            for i, src in enumerate((fresh, old)):
+                d = [src[k] - src[("real",) + k[1:]] for k in keys if k in src and ("real",) + k[1:] in src]
+                gain[i] = interval(d) if len(d) >= 3 else "-"
+        print(f"| {arm} | {n} | {rep} | {gain[0]} | {gain[1]} |")

@@ -144,6 +144,8 @@ def test_cpu_adamw_implementations_agree_with_the_default(demo_dir):
     ``foreach`` (one C++ loop instead of a Python loop over the parameters). ``foreach`` gives the default's updates
     bit for bit; fused gives them up to float rounding (each step checked from the same weights and gradients, as
     rounding differences grow over a training run like any change of kernel)."""
+    import copy
+
     from monai.networks.nets import DiffusionModelUNet
 
     from monai_siamese.engines import fused_adamw_available
@@ -167,7 +169,8 @@ def test_cpu_adamw_implementations_agree_with_the_default(demo_dir):
         assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
         for n, o in zip(nets[2:], opts[2:]):  # fused: the same step from the reference's weights and moments
             n.load_state_dict(nets[0].state_dict())
-            o.load_state_dict(opts[0].state_dict())
+            # a copy: load_state_dict keeps the given moment tensors, which the next step updates in place
+            o.load_state_dict(copy.deepcopy(opts[0].state_dict()))
     if len(kinds) == 3:
         ref, fused = nets[0], nets[2]
         state_ref, state_fused = opts[0].state_dict()["state"], opts[2].state_dict()["state"]

@@ -4,12 +4,12 @@ per arm and regime, the run-by-run difference in mean Dice (fresh - committed) a
 real only. python docs/results/eval_demo_fresh/compare.py"""
 
 import json
-import math
 import statistics
 from pathlib import Path
 
+from monai_siamese.evaluation.report import ci95
+
 HERE = Path(__file__).parent
-T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # t quantiles for 3-6 runs
 
 
 def runs(path):
@@ -18,16 +18,16 @@ def runs(path):
 
 
 def interval(d):
-    m = statistics.mean(d)
-    h = T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
-    return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}] {sum(x > 0 for x in d)}/{len(d)}"
+    m, low, high, n = ci95(d)
+    return f"{m:+.3f} [{low:+.3f}, {high:+.3f}] {sum(x > 0 for x in d)}/{n}"
 
 
 fresh = runs(HERE / "results.json")
 # the committed preset's new-mask arms and its N = 4 regime arms (N = 8 regime arms were not run with it)
 old = {**runs(HERE.parent / "eval_demo_committed" / "results.json"),
        **runs(HERE.parent / "eval_demo_committed_n4_sources" / "results.json")}  # fmt: skip
-print("| arm | N | fresh - committed, per run: mean abs (max abs) | gain over real, fresh | gain over real, committed |")
+print("| arm | N | fresh - committed, per run: mean abs (max abs) | gain over real, fresh "
+      "| gain over real, committed |")  # fmt: skip
 print("| --- | --- | --- | --- | --- |")
 for arm in sorted({k[0] for k in fresh}, key=lambda a: (a != "real", a)):
     for n in sorted({k[1] for k in fresh}):

@@ -2,12 +2,11 @@
 real-only runs): python docs/results/eval_demo_synthetic_phase/compare.py"""
 
 import json
-import math
-import statistics
 from pathlib import Path
 
+from monai_siamese.evaluation.report import ci95
+
 HERE = Path(__file__).parent
-T975 = {2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # t quantiles for 3-6 runs
 
 
 def runs(path):
@@ -20,6 +19,6 @@ for arm in sorted({k[0] for k in phase if k[0] != "real"}):
         keys = sorted(k for k in phase if k[0] == arm and k[1] == n and k in fixed)
         for cls in ("mean", "CSF"):
             d = [phase[k][cls] - fixed[k][cls] for k in keys]
-            m, h = statistics.mean(d), T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
+            m, low, high, count = ci95(d)
             better = sum(x > 0 for x in d)
-            print(f"{arm:45s} N={n} {cls:4s} phase - fixed {m:+.3f} [{m - h:+.3f}, {m + h:+.3f}] {better}/{len(d)}")
+            print(f"{arm:45s} N={n} {cls:4s} phase - fixed {m:+.3f} [{low:+.3f}, {high:+.3f}] {better}/{count}")

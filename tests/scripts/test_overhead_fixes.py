@@ -156,36 +156,31 @@ def test_cpu_adamw_implementations_agree_with_the_default(demo_dir):
             2, 5, 1, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8
         )
 
-    kinds = [{"foreach": False}, {"foreach": True}] + ([{"fused": True}] if fused_adamw_available("cpu") else [])
-    nets = [make() for _ in kinds]
-    opts = [torch.optim.AdamW(n.parameters(), lr=5e-4, weight_decay=0.01, **k) for n, k in zip(nets, kinds)]
+    kinds = {"single": {"foreach": False}, "foreach": {"foreach": True}}
+    if fused_adamw_available("cpu"):
+        kinds["fused"] = {"fused": True}
+    nets = {k: make() for k in kinds}
+    opts = {k: torch.optim.AdamW(nets[k].parameters(), lr=5e-4, weight_decay=0.01, **kw) for k, kw in kinds.items()}
     gen = torch.Generator().manual_seed(0)
     for _ in range(6):
         x, t = torch.randn(2, 5, 16, 16, generator=gen), torch.randint(0, 1000, (2,), generator=gen)
-        for n, o in zip(nets, opts):
-            o.zero_grad()
-            n(x, t).pow(2).mean().backward()
-            o.step()
-        assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
-        for n, o in zip(nets[2:], opts[2:]):  # fused: the same step from the reference's weights and moments
-            n.load_state_dict(nets[0].state_dict())
+        if "fused" in nets:  # fused takes the same step as single-tensor: from its weights and moments
+            nets["fused"].load_state_dict(nets["single"].state_dict())
             # a copy: load_state_dict keeps the given moment tensors, which the next step updates in place
-            o.load_state_dict(copy.deepcopy(opts[0].state_dict()))
-    if len(kinds) == 3:
-        ref, fused = nets[0], nets[2]
-        state_ref, state_fused = opts[0].state_dict()["state"], opts[2].state_dict()["state"]
-        # one more step from equal weights, moments and gradients
-        x, t = torch.randn(2, 5, 16, 16, generator=gen), torch.randint(0, 1000, (2,), generator=gen)
-        for n, o in ((ref, opts[0]), (fused, opts[2])):
-            o.zero_grad()
+            opts["fused"].load_state_dict(copy.deepcopy(opts["single"].state_dict()))
+        for k, n in nets.items():
+            opts[k].zero_grad()
             n(x, t).pow(2).mean().backward()
-            o.step()
-        # the update is lr-sized (5e-4) against a tolerance of 1e-7: a fused step that did nothing would fail
-        for a, b in zip(ref.parameters(), fused.parameters()):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
-        for k in state_ref:
-            for m in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(state_fused[k][m], state_ref[k][m], rtol=1e-5, atol=1e-12)
+            opts[k].step()
+        assert all(torch.equal(a, b) for a, b in zip(nets["single"].parameters(), nets["foreach"].parameters()))
+        if "fused" in nets:
+            # the update is lr-sized (5e-4) against a tolerance of 1e-7: a fused step that did nothing would fail
+            for a, b in zip(nets["single"].parameters(), nets["fused"].parameters()):
+                torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+            state_ref, state_fused = opts["single"].state, opts["fused"].state
+            for a, b in zip(nets["single"].parameters(), nets["fused"].parameters()):
+                for m in ("exp_avg", "exp_avg_sq"):
+                    torch.testing.assert_close(state_fused[b][m], state_ref[a][m], rtol=1e-5, atol=1e-12)
     from monai_siamese.bundles import read_config
 
     for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft", "segmentation"):

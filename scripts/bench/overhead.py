@@ -172,9 +172,9 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "SeededDataset, ResumableBatchSampler, demo.json network) against a plain loop over the same fp32 network, "
         "AdamW settings (the bundle's implementation: fused on the CPU where torch has the kernel, else foreach) "
         "and batch (noise, timesteps, MSE, backward, step), against that loop doing the same training algorithm "
-        "(gradient clipping, LR schedule, EMA of the weights: the difference is then the engine alone), and against the first loop with torch.optim.AdamW's "
-        "default implementation (single-tensor on the CPU: what a hand-written loop gets). Ratio = bundle / plain "
-        "images per second, median (min-max) over "
+        "(gradient clipping, LR schedule, EMA of the weights: the difference is then the engine alone), and against "
+        "the first loop with torch.optim.AdamW's default implementation (single-tensor on the CPU: what a "
+        "hand-written loop gets). Ratio = bundle / plain images per second, median (min-max) over "
         f"{args.repeats} interleaved repeats of {args.block} iterations.",
         "",
         *overhead_markdown(res),

@@ -9,6 +9,14 @@ from monai_siamese.transforms.context import (
     encode_context,
     select_context,
 )
+from monai_siamese.transforms.geometry import (
+    GeometricParams,
+    RandPairGeometricd,
+    random_geometric_params,
+    sampling_grid,
+    warp_image,
+    warp_label,
+)
 from monai_siamese.transforms.mask import (
     NULL_CONDITION,
     BatchMaskAblation,
@@ -37,6 +45,12 @@ __all__ = [
     "context_channels",
     "encode_context",
     "select_context",
+    "GeometricParams",
+    "RandPairGeometricd",
+    "random_geometric_params",
+    "sampling_grid",
+    "warp_image",
+    "warp_label",
     "ErodeLabeld",
     "InpaintConditiond",
     "MaskStatistics",

@@ -5,22 +5,36 @@ the parameters are drawn once into :class:`GeometricParams` (recorded as provena
 transform), turned into one sampling grid with MONAI's ``create_grid`` / ``create_rotate`` / ``create_shear`` /
 ``create_scale`` / ``create_translate``, and applied with MONAI's ``Resample``: the label as a bilinear-warped
 one-hot followed by an arg-max (smooth boundaries, no holes), the image bilinearly with the same grid.
+
+The same transforms serve twice: :class:`~monai_siamese.masks.AugmentedMaskSource` makes new conditioning masks with
+them, and :class:`RandPairGeometricd` applies them to the generators' training pairs, so that a generator learns to
+render exactly the family of masks that source will ask it for.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import Resample
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform, Resample
+from monai.utils import ensure_tuple
 from monai.transforms.utils import create_grid, create_rotate, create_scale, create_shear, create_translate
 
-__all__ = ["GeometricParams", "random_geometric_params", "sampling_grid", "warp_label", "warp_image"]
+__all__ = [
+    "GeometricParams",
+    "random_geometric_params",
+    "sampling_grid",
+    "warp_label",
+    "warp_image",
+    "RandPairGeometricd",
+]
 
 
 @dataclass
@@ -164,3 +178,63 @@ def warp_image(image: np.ndarray, params: GeometricParams) -> np.ndarray:
     low = img.amin(dim=tuple(range(1, img.ndim)), keepdim=True)
     warped = _resample(img - low, sampling_grid(params, img.shape[1:])) + low
     return warped.numpy().astype(np.float32)
+
+
+class RandPairGeometricd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, one random :class:`GeometricParams` (GenSeg's ranges, as
+    :class:`~monai_siamese.masks.AugmentedMaskSource`) applied to a training pair: every image key bilinearly
+    (outside the field: its minimum), every label key as :func:`warp_label` (one channel after another), all with the
+    same grid, so image and mask stay registered.
+
+    Few-shot generators see the N training masks only; the mask sources then ask them for geometric variants of
+    those masks (augmented, interpolated). Training on pairs transformed by the very same family keeps that
+    conditioning inside what the generator has seen (DESIGN.md, "Generators in the few-shot regime").
+
+    Args:
+        keys: image keys, channel-first ``(C, *spatial)`` (a missing key is skipped: ``previous_image`` of 2.5D).
+        label_keys: integer label keys, channel-first (``label``; ``label_context`` of 2.5D: every channel a mask).
+        num_classes: classes including background.
+        prob: probability of transforming an item.
+        geometric_args: :func:`random_geometric_params` ranges (``rotate_degrees``, ``scale_range``,
+            ``elastic_magnitude``...); defaults are GenSeg's, as in the augmented mask source.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image",),
+        label_keys: KeysCollection = ("label",),
+        num_classes: int = 2,
+        prob: float = 0.5,
+        **geometric_args: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob=prob)
+        self.label_keys = list(ensure_tuple(label_keys))
+        self.num_classes = int(num_classes)
+        bad = sorted(set(geometric_args) - (set(inspect.signature(random_geometric_params).parameters) - {"rng", "spatial_dims"}))
+        if bad:
+            raise ValueError(f"RandPairGeometricd: unknown geometric arguments {bad}")
+        self.geometric_args = dict(geometric_args)
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        lead = torch.as_tensor(d[self.label_keys[0]])
+        params = random_geometric_params(np.random.default_rng(self._seed), lead.ndim - 1, **self.geometric_args)
+        for key in self.label_keys:
+            if key not in d:
+                continue
+            lab = torch.as_tensor(d[key])
+            warped = np.stack([warp_label(c.long().numpy(), params, self.num_classes) for c in lab])
+            d[key] = torch.as_tensor(warped).to(lab.dtype)
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            d[key] = torch.as_tensor(warp_image(img.float().numpy(), params)).to(img.dtype)
+        return d

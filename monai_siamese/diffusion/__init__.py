@@ -17,6 +17,7 @@ from monai_siamese.diffusion.prediction import (
     snr,
 )
 from monai_siamese.diffusion.schedulers import (
+    ClippedDDIMScheduler,
     Objective,
     SamplerType,
     make_noise_scheduler,
@@ -27,6 +28,7 @@ from monai_siamese.diffusion.schedulers import (
 )
 
 __all__ = [
+    "ClippedDDIMScheduler",
     "DPMSolverMultistepScheduler",
     "Objective",
     "PredictionType",

@@ -14,9 +14,10 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
 from monai_siamese.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from monai_siamese.diffusion.prediction import PredictionType, is_flow
+from monai_siamese.diffusion.prediction import PredictionType, is_flow, predict_x0
 
 __all__ = [
+    "ClippedDDIMScheduler",
     "Objective",
     "SamplerType",
     "prediction_for",
@@ -105,6 +106,39 @@ def make_noise_scheduler(
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, schedule=schedule, prediction_type=ptype, **kwargs)
 
 
+class ClippedDDIMScheduler(DDIMScheduler):
+    """MONAI's ``DDIMScheduler`` (Song et al., ICLR 2021) with consistent clipping: where the clean-image prediction is
+    clipped to ``clip_sample_values``, the noise of the update is re-derived from the clipped prediction (GLIDE's and
+    diffusers' ``use_clipped_model_output``), so the step stays on the line through ``x_t`` and the clipped ``x_0``.
+
+    MONAI's step clips ``x_0`` but keeps the model's own noise estimate, so what the clip removed comes back through the
+    "direction pointing to x_t", step after step. Images normalised to [-1, 1] put their background on the clip bound
+    (-1), and there a small model's errors pile up into speckle: a demo-preset seg-guided generator (64 x 64, 600
+    iterations, v-prediction, guidance 2) sampled with MONAI's DDIM in 50 steps gave a judge faithfulness of 0.24 and a
+    background standard deviation of 0.38 (real: 0); with this step 0.69 and 0.065, as DPM-Solver++ (2M) (0.69, 0.067).
+    Without clipping (``clip_sample=False``) it is MONAI's step unchanged.
+    """
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.clip_sample or self.prediction_type == PredictionType.SAMPLE.value:
+            return super().step(model_output, timestep, sample, eta, generator)
+        t = torch.as_tensor(timestep, device=sample.device)
+        x0 = predict_x0(self, sample, model_output, t, self.prediction_type).clamp(*self.clip_sample_values)
+        # MONAI's step with the clipped x_0 as a "sample" prediction derives the noise from it
+        ptype, self.prediction_type = self.prediction_type, PredictionType.SAMPLE.value
+        try:
+            return super().step(x0.to(model_output.dtype), timestep, sample, eta, generator)
+        finally:
+            self.prediction_type = ptype
+
+
 def make_scheduler(
     sampler: SamplerType | str = SamplerType.DDIM,
     num_train_timesteps: int = 1000,
@@ -133,7 +167,7 @@ def make_scheduler(
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("clip_sample")}
         return RFlowScheduler(num_train_timesteps=num_train_timesteps, use_discrete_timesteps=False, **kwargs)
     cls = {
-        SamplerType.DDIM: DDIMScheduler,
+        SamplerType.DDIM: ClippedDDIMScheduler,
         SamplerType.DDPM: DDPMScheduler,
         SamplerType.DPMPP_2M: DPMSolverMultistepScheduler,
     }[kind]
@@ -148,15 +182,25 @@ def _parameters(cls: type, method: str) -> frozenset[str]:
 def set_sampling_timesteps(
     scheduler: Any, num_inference_steps: int, device: torch.device | str | None = None, shape: Sequence[int] = ()
 ) -> list:
-    """``scheduler.set_timesteps`` for ``num_inference_steps`` (a DDPM sampler asked for ``T`` or more steps runs all
-    ``T``), with the sample's spatial size where the scheduler takes it (rectified flow's timestep shift); returns
-    the timesteps as Python numbers."""
+    """``scheduler.set_timesteps`` for ``num_inference_steps``, with the sample's spatial size where the scheduler
+    takes it (rectified flow's timestep shift); returns the timesteps as Python numbers.
+
+    The ``ddpm`` sampler (MONAI's ``DDPMScheduler``, ancestral) runs all ``T`` training timesteps: its ``step`` goes
+    from ``t`` to ``t - 1`` whatever the spacing, so fewer steps would sample a wrong process (on Gaussian data with
+    the exact denoiser, 50 steps gave a mean of -0.35 for -0.9). Asked for fewer than ``T``, it raises.
+    """
     kwargs: dict[str, Any] = {}
     params = _parameters(type(scheduler), "set_timesteps")
     if "input_img_size_numel" in params and len(shape) > 2:
         kwargs["input_img_size_numel"] = int(torch.tensor(list(shape[2:])).prod())
     n = num_inference_steps
-    if isinstance(scheduler, DDPMScheduler) and n >= scheduler.num_train_timesteps:
+    if isinstance(scheduler, DDPMScheduler):
+        if n < scheduler.num_train_timesteps:
+            raise ValueError(
+                f"sampler 'ddpm' steps one training timestep at a time and needs num_inference_steps >= "
+                f"{scheduler.num_train_timesteps} (got {n}); for fewer steps use 'dpmpp_2m' or 'ddim' (eta=1.0 is "
+                "its stochastic, ancestral counterpart)"
+            )
         n = scheduler.num_train_timesteps
     scheduler.set_timesteps(n, **kwargs)
     return [t.item() for t in scheduler.timesteps]

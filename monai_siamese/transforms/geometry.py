@@ -188,7 +188,7 @@ class RandPairGeometricd(RandomizableTransform, MapTransform):
 
     Few-shot generators see the N training masks only; the mask sources then ask them for geometric variants of
     those masks (augmented, interpolated). Training on pairs transformed by the very same family keeps that
-    conditioning inside what the generator has seen (DESIGN.md, "Generators in the few-shot regime").
+    conditioning inside what the generator has seen.
 
     Args:
         keys: image keys, channel-first ``(C, *spatial)`` (a missing key is skipped: ``previous_image`` of 2.5D).
@@ -211,7 +211,8 @@ class RandPairGeometricd(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob=prob)
         self.label_keys = list(ensure_tuple(label_keys))
         self.num_classes = int(num_classes)
-        bad = sorted(set(geometric_args) - (set(inspect.signature(random_geometric_params).parameters) - {"rng", "spatial_dims"}))
+        known = set(inspect.signature(random_geometric_params).parameters) - {"rng", "spatial_dims"}
+        bad = sorted(set(geometric_args) - known)
         if bad:
             raise ValueError(f"RandPairGeometricd: unknown geometric arguments {bad}")
         self.geometric_args = dict(geometric_args)

@@ -118,3 +118,4 @@ def test_inference_json_sampler_key(bundle):
         parser.read_config(config_files(BUNDLES / bundle, ["inference.json"]))
         parser["sampler"] = name
         assert isinstance(parser.get_parsed_content("scheduler"), cls)
+

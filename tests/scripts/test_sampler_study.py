@@ -15,6 +15,11 @@ def test_sampler_study_on_a_micro_evaluation(tmp_path, demo_dir):
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "monai_siamese", "evaluate", "--preset", "micro", "--methods", "seg_guided_diffusion"]
     cmd += ["--mask_sources", "regime", "--selections", "none", "--out", str(out)]
+    # the micro preset's tiny network, trained as a DDPM model (its demo.json trains a rectified flow: no DDIM there)
+    tiny = {"channels": [8, 16], "attention_levels": [False, False], "num_res_blocks": 1, "num_head_channels": 8}
+    over = {**{f"network_def#{k}": v for k, v in tiny.items()}, "network_def#norm_num_groups": 8}
+    over.update(objective="ddpm", prediction_type="v_prediction")
+    cmd += ["--set", "method_overrides=" + json.dumps({"seg_guided_diffusion": over})]
     env = {**os.environ, "MONAI_SIAMESE_BUNDLES": str(BUNDLES), "PYTHONPATH": str(REPO)}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -1,5 +1,5 @@
-"""DPM-Solver++ (2M): convergence on a Gaussian toy with the exact denoiser, and the sampler-name wiring (package
-and bundles' inference.json)."""
+"""DPM-Solver++ (2M): convergence on a Gaussian toy with the exact denoiser, the DDPM sampler's step count, and the
+sampler-name wiring (package and bundles' inference.json)."""
 
 from __future__ import annotations
 
@@ -119,3 +119,15 @@ def test_inference_json_sampler_key(bundle):
         parser["sampler"] = name
         assert isinstance(parser.get_parsed_content("scheduler"), cls)
 
+
+def test_ddpm_sampler_runs_every_timestep_or_refuses():
+    """MONAI's DDPMScheduler.step goes from t to t - 1: with all T steps it samples the data distribution; asked for
+    fewer it would sample another process (mean -0.35 for -0.9 at 50 steps), so it refuses with the alternatives."""
+    scheduler = make_scheduler("ddpm", 1000, "linear_beta", "epsilon")
+    noise = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="'ddpm' .* needs num_inference_steps >= 1000 \\(got 50\\).*dpmpp_2m"):
+        ConditionalSampler(scheduler, num_inference_steps=50)(_gaussian_denoiser(scheduler), noise[:, :0], noise)
+    x = ConditionalSampler(scheduler, num_inference_steps=1000)(
+        _gaussian_denoiser(scheduler), noise[:, :0], noise, generator=torch.Generator().manual_seed(1)
+    )
+    assert abs(float(x.mean()) - MU) < 0.02 and abs(float(x.std()) - STD) < 0.02, (float(x.mean()), float(x.std()))

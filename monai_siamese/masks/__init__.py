@@ -20,7 +20,6 @@ from monai_siamese.masks.base import (
     mask_seed,
 )
 from monai_siamese.masks.figure import mask_source_figure
-from monai_siamese.transforms.geometry import GeometricParams, random_geometric_params, warp_image, warp_label
 from monai_siamese.masks.interpolation import AlignMode, PairingMode, interpolate_labels, signed_distance
 from monai_siamese.masks.sources import (
     SOURCE_CLASSES,
@@ -39,6 +38,7 @@ from monai_siamese.masks.writer import (
     load_regime_masks,
     write_mask_datalist,
 )
+from monai_siamese.transforms.geometry import GeometricParams, random_geometric_params, warp_image, warp_label
 
 __all__ = [
     "AlignMode",

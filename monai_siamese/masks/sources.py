@@ -25,8 +25,8 @@ from monai_siamese.masks.base import (
     mask_seed,
     regime_canvas,
 )
-from monai_siamese.transforms.geometry import random_geometric_params, warp_image, warp_label
 from monai_siamese.masks.interpolation import AlignMode, PairingMode, interpolate_labels
+from monai_siamese.transforms.geometry import random_geometric_params, warp_image, warp_label
 from monai_siamese.transforms.mask_generator import MaskStatistics, StochasticMaskGenerator
 
 __all__ = [

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Resample
-from monai.utils import ensure_tuple
 from monai.transforms.utils import create_grid, create_rotate, create_scale, create_shear, create_translate
+from monai.utils import ensure_tuple
 
 __all__ = [
     "GeometricParams",

@@ -78,6 +78,9 @@ class ConditionalSampler:
             (one pass); needs a model trained with condition dropout.
         null_value: value of the unconditional condition (as used by ``RandConditionDropoutd``).
         eta: DDIM stochasticity (0 = deterministic).
+        guidance_interval: ``(low, high)`` fractions of the training timesteps (1 = pure noise) where guidance
+            applies; outside it the model runs once, unguided (Kynkaanniemi et al., "Applying guidance in a limited
+            interval improves sample and distribution quality in diffusion models", NeurIPS 2024). None: every step.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class ConditionalSampler:
         guidance_scale: float = 1.0,
         null_value: float = NULL_CONDITION,
         eta: float = 0.0,
+        guidance_interval: Sequence[float] | None = None,
     ) -> None:
         if scheduler is None or isinstance(scheduler, str):
             scheduler = make_scheduler(scheduler or "ddim")
@@ -95,6 +99,12 @@ class ConditionalSampler:
         self.guidance_scale = guidance_scale
         self.null_value = null_value
         self.eta = eta
+        if guidance_interval is not None:
+            low, high = (float(v) for v in guidance_interval)
+            if not 0.0 <= low <= high <= 1.0:
+                raise ValueError(f"guidance_interval must be (low, high), 0 <= low <= high <= 1: {guidance_interval}")
+            guidance_interval = (low, high)
+        self.guidance_interval = guidance_interval
 
     def null_condition(self, cond: torch.Tensor) -> torch.Tensor | None:
         """The unconditional input of classifier-free guidance (None when guidance is off)."""
@@ -105,6 +115,10 @@ class ConditionalSampler:
         in one batch)."""
         ts = torch.full((x.shape[0],), t, device=x.device)
         ts = ts.long() if float(t).is_integer() else ts.float()
+        if self.guidance_interval is not None:
+            low, high = self.guidance_interval
+            if not low <= float(t) / float(self.scheduler.num_train_timesteps) <= high:
+                return denoiser(x, ts, cond)
         return guided_prediction(denoiser, x, ts, cond, self.null_condition(cond), self.guidance_scale)
 
     def timesteps(self, device: torch.device | str | None = None, shape: Sequence[int] = ()) -> list:

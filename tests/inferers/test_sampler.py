@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import tiny_denoiser
 from monai.networks.schedulers import DDIMScheduler
@@ -42,6 +43,24 @@ def test_same_seed_same_sample_and_guidance_math():
         torch.testing.assert_close(g.predict(den, x, 500, cond), eps_u + 3.0 * (eps_c - eps_u), atol=1e-5, rtol=1e-4)
 
 
+def test_guidance_interval_guides_only_inside_it():
+    calls = []
+
+    def den(x, t, cond):
+        calls.append((int(t[0]), x.shape[0]))
+        return torch.zeros_like(x)
+
+    cond = torch.zeros(2, 2, 8, 8)
+    noise = seeded_noise((1, 8, 8), [1, 2])
+    s = ConditionalSampler(DDIMScheduler(1000), 10, guidance_scale=2.0, guidance_interval=[0.0, 0.5])
+    s(den, cond, noise)
+    assert len(calls) == 10 and calls[0][0] == 999
+    assert all(b == (4 if t / 1000 <= 0.5 else 2) for t, b in calls), calls  # both passes in one batch inside only
+    assert {b for _, b in calls} == {2, 4}
+    with pytest.raises(ValueError, match="guidance_interval"):
+        ConditionalSampler(DDIMScheduler(1000), guidance_interval=[0.6, 0.2])
+
+
 def test_latent_interpolation_lambda_one_forgets_the_initial_noise():
     den = tiny_denoiser(2).eval()
     cond = torch.zeros(1, 2, 16, 16)
@@ -71,8 +90,6 @@ def test_hooks_run_after_every_step():
     assert len(calls) == 4 and calls[-1][1] == -1 and calls[0][0] > calls[1][0]
     assert float(out.abs().max()) == 0
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> str:
     real = runs(args.base, "real")
     keys = sorted(new)
     missing = [k for k in keys if k not in base or k not in real]
-    if not keys or missing:
-        raise SystemExit(f"{args.arm}: no runs in {args.new}" if not keys else f"runs missing in {args.base}: {missing}")
+    if not keys:
+        raise SystemExit(f"{args.arm}: no runs in {args.new}")
+    if missing:
+        raise SystemExit(f"{args.arm}: runs missing in {args.base}: {missing}")
     real_new = runs(args.new, "real")
     if any(k in real_new and abs(real_new[k] - real[k]) > 1e-9 for k in keys):
         raise SystemExit("the two results' real-only runs differ: not a paired comparison")

@@ -12,21 +12,13 @@ Example (docs/results/pair_augment_n4/compare.md)::
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from monai_siamese.evaluation.report import ci95
+from monai_siamese.evaluation.report import load_runs, paired_summary
 
 
-def runs(path: str | Path, arm: str) -> dict[tuple, float]:
-    """``(regime, draw, seed) -> mean Dice`` of ``arm`` in an evaluation's ``results.json``."""
-    rows = json.loads(Path(path).read_text())["runs"]
-    return {(r["regime"], r["draw"], r["seed"]): r["dice"]["mean"] for r in rows if r["arm"] == arm}
-
-
-def interval(diffs: list[float]) -> str:
-    m, low, high, n = ci95(diffs)
-    return f"{m:+.3f} [{low:+.3f}, {high:+.3f}] {sum(x > 0 for x in diffs)}/{n}"
+def arm_runs(table: dict, arm: str) -> dict[tuple, float]:
+    """``(regime, draw, seed) -> mean Dice`` of ``arm`` in a :func:`load_runs` table."""
+    return {k[1:]: dice["mean"] for k, dice in table.items() if k[0] == arm}
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -37,15 +29,15 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--base_name", default="base")
     p.add_argument("--new_name", default="new")
     args = p.parse_args(argv)
-    new, base = runs(args.new, args.arm), runs(args.base, args.arm)
-    real = runs(args.base, "real")
+    new_table, base_table = load_runs(args.new), load_runs(args.base)
+    new, base, real = arm_runs(new_table, args.arm), arm_runs(base_table, args.arm), arm_runs(base_table, "real")
     keys = sorted(new)
     missing = [k for k in keys if k not in base or k not in real]
     if not keys:
         raise SystemExit(f"{args.arm}: no runs in {args.new}")
     if missing:
         raise SystemExit(f"{args.arm}: runs missing in {args.base}: {missing}")
-    real_new = runs(args.new, "real")
+    real_new = arm_runs(new_table, "real")
     if any(k in real_new and abs(real_new[k] - real[k]) > 1e-9 for k in keys):
         raise SystemExit("the two results' real-only runs differ: not a paired comparison")
     lines = [
@@ -53,9 +45,9 @@ def main(argv: list[str] | None = None) -> str:
         "| --- | --- | --- | --- |",
         *[f"| {k[0]}, {k[1]}, {k[2]} | {real[k]:.3f} | {base[k]:.3f} | {new[k]:.3f} |" for k in keys],
         "",
-        f"gain over real only, {args.base_name}: {interval([base[k] - real[k] for k in keys])}",
-        f"gain over real only, {args.new_name}: {interval([new[k] - real[k] for k in keys])}",
-        f"{args.new_name} - {args.base_name}: {interval([new[k] - base[k] for k in keys])}",
+        f"gain over real only, {args.base_name}: {paired_summary([base[k] - real[k] for k in keys])}",
+        f"gain over real only, {args.new_name}: {paired_summary([new[k] - real[k] for k in keys])}",
+        f"{args.new_name} - {args.base_name}: {paired_summary([new[k] - base[k] for k in keys])}",
     ]
     text = "\n".join(lines)
     print(text)

@@ -25,7 +25,10 @@ from monai_siamese.evaluation.config import (
 from monai_siamese.evaluation.steps import RESULT_FILE
 from monai_siamese.utils import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["mean_std", "ci95", "collect_results", "usefulness_table", "write_report", "plot_dice_bars", "sample_grid"]
+__all__ = [
+    "mean_std", "ci95", "paired_summary", "load_runs", "collect_results", "usefulness_table", "write_report",
+    "plot_dice_bars", "sample_grid",
+]  # fmt: skip
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
@@ -50,6 +53,20 @@ def ci95(values: Sequence[float]) -> tuple[float, float, float, int]:
         return m, m, m, n
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     return m, m - half, m + half, n
+
+
+def paired_summary(diffs: Sequence[float]) -> str:
+    """Paired differences as the report's Δ columns write them: ``mean [low, high]`` (95 % t-interval), then how
+    many runs are better (``> 0``) of how many."""
+    ci = ci95(diffs)
+    return f"{_fmt_ci(ci)} {sum(x > 0 for x in diffs)}/{ci[3]}"
+
+
+def load_runs(path: str | os.PathLike) -> dict[tuple[str, int, int, int], dict[str, float]]:
+    """The ``runs`` records of an evaluation's ``results.json``: ``(arm, regime, draw, seed) -> Dice per class``
+    (and ``mean``), to re-read or compare runs."""
+    rows = json.loads(Path(path).read_text())["runs"]
+    return {(r["arm"], r["regime"], r["draw"], r["seed"]): r["dice"] for r in rows}
 
 
 def _arms(cfg: EvaluationConfig) -> list[Arm]:

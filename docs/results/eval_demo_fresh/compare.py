@@ -3,23 +3,16 @@ used fused AdamW, so its runs differ from the committed ones only by float round
 per arm and regime, the run-by-run difference in mean Dice (fresh - committed) and both runs' paired gain over
 real only. python docs/results/eval_demo_fresh/compare.py"""
 
-import json
 import statistics
 from pathlib import Path
 
-from monai_siamese.evaluation.report import ci95
+from monai_siamese.evaluation.report import load_runs, paired_summary
 
 HERE = Path(__file__).parent
 
 
 def runs(path):
-    rows = json.loads(path.read_text())["runs"]
-    return {(r["arm"], r["regime"], r["draw"], r["seed"]): r["dice"]["mean"] for r in rows}
-
-
-def interval(d):
-    m, low, high, n = ci95(d)
-    return f"{m:+.3f} [{low:+.3f}, {high:+.3f}] {sum(x > 0 for x in d)}/{n}"
+    return {k: dice["mean"] for k, dice in load_runs(path).items()}
 
 
 fresh = runs(HERE / "results.json")
@@ -39,5 +32,5 @@ for arm in sorted({k[0] for k in fresh}, key=lambda a: (a != "real", a)):
         if arm != "real":
             for i, src in enumerate((fresh, old)):
                 d = [src[k] - src[("real",) + k[1:]] for k in keys if k in src and ("real",) + k[1:] in src]
-                gain[i] = interval(d) if len(d) >= 3 else "-"
+                gain[i] = paired_summary(d) if len(d) >= 3 else "-"
         print(f"| {arm} | {n} | {rep} | {gain[0]} | {gain[1]} |")

@@ -26,7 +26,7 @@ from monai_siamese.masks.base import (
     regime_canvas,
 )
 from monai_siamese.masks.interpolation import AlignMode, PairingMode, interpolate_labels
-from monai_siamese.transforms.geometry import random_geometric_params, warp_image, warp_label
+from monai_siamese.transforms.geometry import random_geometric_params, sampling_grid, warp_image, warp_label
 from monai_siamese.transforms.mask_generator import MaskStatistics, StochasticMaskGenerator
 
 __all__ = [
@@ -169,8 +169,9 @@ class AugmentedMaskSource(_CheckedSourceMixin, BaseMaskSource):
         k = index % len(self.regime)
         m = self.regime[k]
         params = random_geometric_params(rng, m.spatial_dims, **self.transform_args)
-        label = warp_label(m.label, params, self.num_classes)
-        image = None if m.image is None else warp_image(m.image, params)
+        grid = sampling_grid(params, np.shape(m.label))  # one grid for the mask and its canvas (same shape)
+        label = warp_label(m.label, params, self.num_classes, grid)
+        image = None if m.image is None else warp_image(m.image, params, grid)
         return MaskSample(index, self.kind.value, label, image, m.affine, [k], params.to_dict(), 0)
 
 

@@ -162,21 +162,25 @@ def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(out)
 
 
-def warp_label(label: np.ndarray, params: GeometricParams, num_classes: int) -> np.ndarray:
-    """Transform an integer mask ``(*spatial)``: one-hot, bilinear warp, arg-max; outside the field is background."""
+def warp_label(
+    label: np.ndarray, params: GeometricParams, num_classes: int, grid: torch.Tensor | None = None
+) -> np.ndarray:
+    """Transform an integer mask ``(*spatial)``: one-hot, bilinear warp, arg-max; outside the field is background.
+    ``grid``: ``sampling_grid(params, label.shape)`` when the caller has it already (the same transform for several
+    arrays of one shape)."""
     lab = torch.as_tensor(np.asarray(label), dtype=torch.long)
     onehot = F.one_hot(lab, num_classes).movedim(-1, 0).float()
-    warped = _resample(onehot, sampling_grid(params, lab.shape))
+    warped = _resample(onehot, sampling_grid(params, lab.shape) if grid is None else grid)
     warped[0] = warped[0] + (1.0 - warped.sum(0)).clamp(min=0.0)
     return warped.argmax(0).numpy().astype(np.int64)
 
 
-def warp_image(image: np.ndarray, params: GeometricParams) -> np.ndarray:
+def warp_image(image: np.ndarray, params: GeometricParams, grid: torch.Tensor | None = None) -> np.ndarray:
     """Transform an image ``(C, *spatial)`` with the same grid as :func:`warp_label`; outside the field it takes the
-    image's minimum (the background of MR and CT alike)."""
+    image's minimum (the background of MR and CT alike). ``grid``: as in :func:`warp_label`."""
     img = torch.as_tensor(np.asarray(image), dtype=torch.float32)
     low = img.amin(dim=tuple(range(1, img.ndim)), keepdim=True)
-    warped = _resample(img - low, sampling_grid(params, img.shape[1:])) + low
+    warped = _resample(img - low, sampling_grid(params, img.shape[1:]) if grid is None else grid) + low
     return warped.numpy().astype(np.float32)
 
 
@@ -229,13 +233,21 @@ class RandPairGeometricd(RandomizableTransform, MapTransform):
             return d
         lead = torch.as_tensor(d[self.label_keys[0]])
         params = random_geometric_params(np.random.default_rng(self._seed), lead.ndim - 1, **self.geometric_args)
+        grids: dict[tuple, torch.Tensor] = {}  # one sampling grid per spatial shape, shared by every key
+
+        def grid(shape: Sequence[int]) -> torch.Tensor:
+            if tuple(shape) not in grids:
+                grids[tuple(shape)] = sampling_grid(params, shape)
+            return grids[tuple(shape)]
+
         for key in self.label_keys:
             if key not in d:
                 continue
             lab = torch.as_tensor(d[key])
-            warped = np.stack([warp_label(c.long().numpy(), params, self.num_classes) for c in lab])
+            g = grid(lab.shape[1:])
+            warped = np.stack([warp_label(c.long().numpy(), params, self.num_classes, g) for c in lab])
             d[key] = torch.as_tensor(warped).to(lab.dtype)
         for key in self.key_iterator(d):
             img = torch.as_tensor(d[key])
-            d[key] = torch.as_tensor(warp_image(img.float().numpy(), params)).to(img.dtype)
+            d[key] = torch.as_tensor(warp_image(img.float().numpy(), params, grid(img.shape[1:]))).to(img.dtype)
         return d

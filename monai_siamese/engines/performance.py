@@ -179,11 +179,11 @@ class BF16NoScalerHandler:
 
 
 class ForeachEMAHandler(EMAHandler):
-    """ignite's ``EMAHandler`` with the same update, ``ema = ema * (1 - m) + m * model`` per parameter, done with
-    ``torch._foreach_mul_`` / ``torch._foreach_add_`` over cached parameter lists: two kernels per iteration instead
-    of two per parameter tensor, and no module-tree walk (``parameters()``) per iteration. The results are
-    bit-identical to ``EMAHandler`` (the same elementwise operations); on a small network on the CPU the ignite update
-    costs ~8% of a training iteration.
+    """ignite's ``EMAHandler`` with the same update, ``ema = ema * (1 - m) + m * model`` per parameter, done as one
+    ``torch._foreach_lerp_`` (``ema + m * (model - ema)``) over cached parameter lists: one kernel per iteration
+    instead of two per parameter tensor, and no module-tree walk (``parameters()``) per iteration. Equal to
+    ``EMAHandler`` up to float rounding (the same average written as a lerp); on a small network on the CPU the ignite
+    update costs ~8% of a training iteration, ``foreach`` multiply-then-add ~1.4 %, the lerp about half of that.
 
     Takes ``EMAHandler``'s arguments; the lists are built at the first update (the networks' parameters are updated in
     place by optimizers and ``load_state_dict``, so the lists stay valid).
@@ -202,8 +202,7 @@ class ForeachEMAHandler(EMAHandler):
             self._buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
         ema, model = self._params
         if ema:
-            torch._foreach_mul_(ema, 1.0 - momentum)
-            torch._foreach_add_(ema, model, alpha=momentum)
+            torch._foreach_lerp_(ema, model, float(momentum))
         if self.handle_buffers == "update":
             for ema_b, model_b in self._buffers or ():
                 try:

@@ -45,7 +45,7 @@ from monai_siamese.evaluation.config import (
     training_seeds,
 )
 from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
-from monai_siamese.evaluation.scoring import score_segmentation, select_pairs, synthetic_quality
+from monai_siamese.evaluation.scoring import real_reference, score_segmentation, select_pairs, synthetic_quality
 from monai_siamese.evaluation.steps import (
     cached_step,
     draw_regime,
@@ -280,7 +280,10 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
     cached_step(
         judge_dir / "real_vs_real",
-        lambda: _real_reference(load_segmenter(judge_model, device=cfg.device), test, pool, cfg, _inception(cfg)),
+        lambda: real_reference(
+            load_segmenter(judge_model, device=cfg.device), test, pool, _generator_size(cfg), cfg.class_names,
+            cfg.kid_subsets, _inception(cfg),
+        ),
         _log,
     )
 
@@ -447,26 +450,6 @@ def _sampling_arguments(
         "samples_per_mask": samples_per_mask,
         "overrides": over,
     }
-
-
-def _real_reference(judge: Any, test: Sequence[dict], pool: Sequence[dict], cfg: EvaluationConfig, inception) -> dict:
-    """FID/KID between two real sets (the test slab vs the pool), at the synthetic images' size: the value
-    different real anatomy gives, for scale. Uses the size of the generators' output (first method, if sampled)."""
-    from monai_siamese.evaluation.scoring import load_images
-    from monai_siamese.quality import frechet_distance, kernel_inception_distance
-
-    size = _generator_size(cfg)
-    real_test = load_images(judge.settings, test, spatial_size=size)
-    real_pool = load_images(judge.settings, pool, spatial_size=size)
-    f_test, f_pool = judge.features(real_test["image"]), judge.features(real_pool["image"])
-    kid, kid_std = kernel_inception_distance(f_pool, f_test, num_subsets=cfg.kid_subsets)
-    out = {"fid": frechet_distance(f_pool, f_test), "kid": kid, "kid_std": kid_std, "image_size": list(size)}
-    out["sets"] = {"test": len(test), "pool": len(pool)}
-    if inception is not None:
-        i_test, i_pool = inception(real_test["image"]), inception(real_pool["image"])
-        out["fid_inception"] = frechet_distance(i_pool, i_test)
-        out["kid_inception"] = kernel_inception_distance(i_pool, i_test, num_subsets=cfg.kid_subsets)[0]
-    return out
 
 
 def _generator_size(cfg: EvaluationConfig) -> tuple[int, int]:

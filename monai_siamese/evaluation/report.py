@@ -227,15 +227,17 @@ def quality_table(results: Mapping[str, Any], cfg: EvaluationConfig) -> str:
             if inception:
                 row += [_fmt(s.get("fid_inception"), 2), _fmt(s.get("kid_inception"), 3)]
             lines.append("| " + " | ".join(row) + " |")
-    judge = results["judge"]
-    if judge.get("test"):
-        t = judge["test"]
+    t, rr = results["judge"].get("test"), results["judge"].get("real_vs_real") or {}
+    if t:
         row = ["real test slices (judge's Dice)", "pool", str(t["slices"]), *[f"{t['dice'][c]:.3f}" for c in cols]]
-        rr = judge.get("real_vs_real") or {}
         row += [f"{rr['fid']:.2f}" if rr else "", f"{rr['kid']:.3f}" if rr else "", ""]
         if inception:
             row += [f"{rr.get('fid_inception', float('nan')):.2f}", f"{rr.get('kid_inception', float('nan')):.3f}"]
         lines.append("| " + " | ".join(row) + " |")
+        if rr.get("test_dice_at_size"):  # faithfulness' like-for-like reference (evaluations since 2026-12-07)
+            row = [f"real test slices at {'x'.join(map(str, rr['image_size']))} (judge's Dice)", "pool", str(t["slices"])]
+            row += [f"{rr['test_dice_at_size'][c]:.3f}" for c in cols]
+            lines.append("| " + " | ".join(row + [""] * (len(head) - len(row))) + " |")
     return "\n".join(lines)
 
 
@@ -342,9 +344,7 @@ def _draw_text(cfg: EvaluationConfig) -> str:
 
 
 def _timing_table(results: Mapping[str, Any], wall_seconds: float | None) -> str:
-    lines = ["| stage | seconds |", "| --- | --- |"]
-    for k, v in results["timing"].items():
-        lines.append(f"| {k} | {v:.0f} |")
+    lines = ["| stage | seconds |", "| --- | --- |", *[f"| {k} | {v:.0f} |" for k, v in results["timing"].items()]]
     lines.append(f"| sum of the stages | {sum(results['timing'].values()):.0f} |")
     if wall_seconds is not None:
         lines.append(f"| **wall time of this invocation** (resumed stages count 0) | {wall_seconds:.0f} |")
@@ -456,8 +456,9 @@ def write_report(
         "Faithfulness: Dice between the judge's segmentation of a generated image and its conditioning mask. "
         "FID/KID: between the judge's pooled bottleneck features of the synthetic images and of the real pool "
         "(both at the generated size); KID is the less biased of the two at these set sizes. MS-SSIM: mean over "
-        "pairs of samples of the same mask (1 = identical). The last row gives the judge's own Dice on the real "
-        "test slices and the FID/KID between the real test slab and the real pool, for scale.",
+        "pairs of samples of the same mask (1 = identical). The last rows give the judge's own Dice on the real "
+        "test slices (at its size, and fitted to the generated size as faithfulness is) and the FID/KID between the "
+        "real test slab and the real pool, for scale.",
         "",
         quality_table(results, cfg),
         "",

@@ -13,7 +13,7 @@ import torch
 
 from monai_siamese.utils import atomic_write_json
 
-__all__ = ["load_images", "class_table", "score_segmentation", "synthetic_quality", "select_pairs"]
+__all__ = ["load_images", "class_table", "score_segmentation", "real_reference", "synthetic_quality", "select_pairs"]
 
 
 def load_images(settings: Any, entries: Sequence[Mapping], spatial_size: Sequence[int] | None = None) -> dict:
@@ -70,6 +70,37 @@ def score_segmentation(
         "slices": int(pred.shape[0]),
         "model": str(model),
     }
+
+
+def real_reference(
+    judge: Any,
+    test: Sequence[Mapping],
+    pool: Sequence[Mapping],
+    size: Sequence[int],
+    class_names: Sequence[str],
+    kid_subsets: int = 100,
+    inception: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
+    """What real data scores at the synthetic images' ``size``, for scale: FID/KID between two real sets (the test
+    slab against the pool: the value different real anatomy gives), and the judge's Dice on the real test slices
+    fitted to that size, computed as faithfulness is (``faithfulness_dice``: the judge's segmentation of the
+    resized image against the resized label). The latter is the like-for-like reference of faithfulness: fine
+    structures (CSF) lost at a generator's smaller size cost real slices there too."""
+    from monai_siamese.quality import faithfulness_dice, frechet_distance, kernel_inception_distance
+
+    real_test = load_images(judge.settings, test, spatial_size=size)
+    real_pool = load_images(judge.settings, pool, spatial_size=size)
+    f_test, f_pool = judge.features(real_test["image"]), judge.features(real_pool["image"])
+    kid, kid_std = kernel_inception_distance(f_pool, f_test, num_subsets=kid_subsets)
+    out = {"fid": frechet_distance(f_pool, f_test), "kid": kid, "kid_std": kid_std, "image_size": list(size)}
+    out["sets"] = {"test": len(test), "pool": len(pool)}
+    dice = faithfulness_dice(judge, real_test["image"], real_test["label"], judge.num_classes)
+    out["test_dice_at_size"] = class_table(dice, class_names)
+    if inception is not None:
+        i_test, i_pool = inception(real_test["image"]), inception(real_pool["image"])
+        out["fid_inception"] = frechet_distance(i_pool, i_test)
+        out["kid_inception"] = kernel_inception_distance(i_pool, i_test, num_subsets=kid_subsets)[0]
+    return out
 
 
 def synthetic_quality(

@@ -157,6 +157,11 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     assert mft_sample["pairs"] == 8
     q = next(q for q in results["quality"] if q["set"] == "seg_guided_diffusion@regime")
     assert q["pairs"] == 8 and q["masks"] == 4 and np.isfinite(q["fid"]) and 0 <= q["ms_ssim"] <= 1
+    # faithfulness' like-for-like reference: the judge's Dice on the real test slices at the generated size
+    at_size = results["judge"]["real_vs_real"]["test_dice_at_size"]
+    assert set(at_size) == {"CSF", "GM", "WM", "mean"} and 0 <= at_size["mean"] <= 1
+    size = "x".join(map(str, results["judge"]["real_vs_real"]["image_size"]))
+    assert f"| real test slices at {size} (judge's Dice) | pool |" in report
     # fairness: the generator trained on the regime datalist only; the regime set's masks are the regime's, the
     # augmented set's masks were made from them only; same budget for every arm
     regime = json.loads((out / "draws" / "N004_d0" / "datalist.json").read_text())

@@ -52,7 +52,8 @@ def test_real_reference_scores_real_test_slices_as_faithfulness_at_any_size(tmp_
     datalist = Path(demo_dir) / "datalist.json"
     pool, test = load_datalist(datalist, "training")[:4], load_datalist(datalist, "test")[:6]
     names = ["CSF", "GM", "WM"]
-    # at the judge's own size it is the judge's test Dice as the evaluation scores segmenters (score_segmentation)
+    # at the judge's own size it is the judge's test Dice, computed as score_segmentation does (the tiny judge has no
+    # segmenter.json for score_segmentation itself to load)
     own = real_reference(judge, test, pool, (32, 32), names, kid_subsets=5)
     data = load_images(judge.settings, test)
     ref = class_table(per_class_scores(judge.predict(data["image"]), data["label"], judge.num_classes)["dice"], names)

@@ -21,14 +21,17 @@ run = Path(sys.argv[1])
 names = json.loads((run / "config.json").read_text())["config"]["class_names"]
 judge = load_segmenter(run / "judge" / "models" / "model_final.pt")
 rows = collections.defaultdict(list)
-for dl in sorted(glob.glob(str(run / "generators" / "*" / "N*_d*" / "sets" / "augmented50+interpolated50" / "synthetic" / "datalist.json"))):
+pattern = run / "generators" / "*" / "N*_d*" / "sets" / "augmented50+interpolated50" / "synthetic" / "datalist.json"
+for dl in sorted(glob.glob(str(pattern))):
     parts = Path(dl).relative_to(run).parts  # generators / method / N004_d0 / sets / ...
     entries = load_datalist(dl, "training")
+    # each conditioning mask's source, as the mask source recorded it (masks/datalist.json beside the pairs)
+    masks = load_datalist(Path(dl).parent / "masks" / "datalist.json", "training")
+    kinds = {m["label"]: m["mask_source"] for m in masks}
     data = load_images(judge.settings, entries, spatial_size=(64, 64))
     dice = faithfulness_dice(judge, data["image"], data["label"], judge.num_classes)
     for e, row in zip(entries, dice):
-        source = "interpolated" if "interpolated" in Path(e["image"]).name else "augmented"
-        rows[f"{parts[1]} N={int(parts[2][1:4])} {source}"].append(row)
+        rows[f"{parts[1]} N={int(parts[2][1:4])} {kinds[e['source_mask']]}"].append(row)
 out = {"command": "python " + " ".join(sys.argv)}
 for key, v in sorted(rows.items()):
     out[key] = {"pairs": len(v), **class_table(torch.stack(v), names)}

@@ -15,8 +15,17 @@ NEW = {}
 for sub in ("seg_guided", "others"):
     if (HERE / sub / "results.json").is_file():
         NEW.update(load_runs(HERE / sub / "results.json"))
-SOURCES = [("regime", "regime"), ("interpolated", "interpolated"),
-           ("augmented:0.5,interpolated:0.5 (preset)", "augmented50+interpolated50"), ("augmented", "augmented")]  # fmt: skip
+SOURCES = [
+    ("regime", "regime"),
+    ("interpolated", "interpolated"),
+    ("augmented:0.5,interpolated:0.5 (preset)", "augmented50+interpolated50"),
+    ("augmented", "augmented"),
+]
+
+def deltas(table, arm, ref, keys, cls="mean"):
+    """``arm`` (in ``table``) minus ``ref`` (in the committed run) per run, for class ``cls``."""
+    return [table[(arm,) + k][cls] - BASE[(ref,) + k][cls] for k in keys]
+
 
 print("| method | N | mask source | Δ mean Dice vs real only [95 % CI], runs better | Δ CSF Dice vs real only | "
       "- mixture, paired |\n| --- | --- | --- | --- | --- | --- |")  # fmt: skip
@@ -29,7 +38,7 @@ for method in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"):
             table = BASE if (arm,) + keys[0] in BASE else NEW
             if (arm,) + keys[0] not in table:
                 continue
-            d = [table[(arm,) + k]["mean"] - BASE[("real",) + k]["mean"] for k in keys]
-            c = [table[(arm,) + k]["CSF"] - BASE[("real",) + k]["CSF"] for k in keys]
-            m = "" if arm == mix else paired_summary([table[(arm,) + k]["mean"] - BASE[(mix,) + k]["mean"] for k in keys])
-            print(f"| {method} | {n} | {name} | {paired_summary(d)} | {paired_summary(c)} | {m} |")
+            d = paired_summary(deltas(table, arm, "real", keys))
+            c = paired_summary(deltas(table, arm, "real", keys, "CSF"))
+            m = "" if arm == mix else paired_summary(deltas(table, arm, mix, keys))
+            print(f"| {method} | {n} | {name} | {d} | {c} | {m} |")

@@ -113,6 +113,9 @@ class SiameseDiffusionNetwork(nn.Module):
         # kept out of the module tree: the schedulers hold no parameters or buffers, and MONAI's RFlowScheduler never
         # runs nn.Module.__init__, so as a submodule it breaks .to(device), .train() and state_dict()
         scheduler = scheduler if scheduler is not None else DDPMScheduler(num_train_timesteps=1000)
+        if isinstance(scheduler, nn.Module) and "_parameters" not in scheduler.__dict__:
+            # torch.compile (dynamo) reads the module state of every nn.Module the forward touches: give it one
+            nn.Module.__init__(scheduler)
         object.__setattr__(self, "scheduler", scheduler)
         self.prediction_type = PredictionType(prediction_type)
         self.unet_mode = UNetMode(unet_mode)

@@ -188,6 +188,8 @@ class PlainLoop:
             LR schedule (the bundle's ``lr_scheduler`` class and settings) and the EMA of the weights (one
             ``torch._foreach_lerp_`` with the bundle's momentum). The difference to the bundle is then the engine
             alone (data pipeline, prepare-batch, handlers' dispatch).
+        compile: ``torch.compile`` the network with the bundle's ``compile_kwargs`` (the loop of a user who compiles by
+            hand).
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class PlainLoop:
         oa_active: bool = False,
         default_adamw: bool = False,
         same_algorithm: bool = False,
+        compile: bool = False,
     ) -> None:
         from monai_siamese.diffusion import is_flow
 
@@ -208,6 +211,10 @@ class PlainLoop:
         self.network = parser.get_parsed_content("network")
         self.network.train()
         params = [p for p in self.network.parameters() if p.requires_grad]
+        # with the bundle's own torch.compile arguments
+        self.forward = self.network
+        if compile:
+            self.forward = torch.compile(self.network, **parser.get_parsed_content("compile_kwargs"))
         kwargs = {"lr": parser.get_parsed_content("lr"), "weight_decay": parser.get_parsed_content("weight_decay")}
         if not default_adamw:
             kwargs["fused"] = parser.get_parsed_content("optimizer#fused")
@@ -255,11 +262,11 @@ class PlainLoop:
 
             hint = make_image_hint(x0, cond.shape[1])
             oa = (t <= self.oa_max_t) if self.oa_active else None
-            out = self.network(x0, noise, t, cond, hint, self.image_weight, oa)
+            out = self.forward(x0, noise, t, cond, hint, self.image_weight, oa)
             loss = self.loss(out, target)
         else:
             x_t = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-            pred = self.network(torch.cat([x_t, cond], 1), timesteps=t)
+            pred = self.forward(torch.cat([x_t, cond], 1), timesteps=t)
             loss = F.mse_loss(pred.float(), target.float())
         loss.backward()
         if self.same_algorithm and self.grad_clip:

@@ -6,6 +6,12 @@ Both variants are built from the bundle's ``train.json`` + ``demo.json`` (at the
 interleaved in one process, ``block`` iterations at a time; the ratio (bundle / plain images per second, on the wall
 clock and on the process CPU clock) is taken per repeat, and its median and min-max are reported. Siamese-Diffusion
 is timed in both phases of its training: ``early`` (online augmentation off) and ``late`` (on, 2/3 of training).
+
+With ``compile`` the bundle runs with its ``compile`` option (``torch.compile`` of the denoising network), and two
+more variants join the interleaving: the eager bundle and the plain loop over the compiled network (so the gain of
+compiling is not credited to the engine). The first block of each compiled variant, where dynamo and inductor do
+their work, is timed on its own: the one-off cost, and the iterations after which the compiled bundle has caught up
+with the eager one (``break_even_iterations``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import time
 
 import torch
 
@@ -45,6 +53,7 @@ def measure_overhead(
     work_dir: str | Path,
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
+    compile: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Interleaved bundle-vs-plain timing for every method (and Siamese phase) and size.
@@ -58,6 +67,8 @@ def measure_overhead(
         work_dir: scratch folder (checkpoints, logs).
         device: device.
         overrides: extra config overrides for both variants (e.g. a tiny network for tests).
+        compile: the bundle with ``compile: true``, against the eager bundle and a plain loop over the compiled
+            network as well.
     """
     results: dict[str, Any] = {}
     for size in sizes:
@@ -70,15 +81,9 @@ def measure_overhead(
                 over.update(extra)
             work = Path(work_dir) / key.replace("/", "_").replace("@", "_")
             log(f"{key}: batch {batch}, {block} iterations per block, {repeats} repeats")
-            p_ours = bundle_parser(
-                method, overrides=over, work_dir=work / "ours", device=device, size=size, batch=batch
-            )
-            trainer = p_ours.get_parsed_content("train#trainer")
-            attach = [
-                p_ours.get_parsed_content("train#resume_handler"),
-                p_ours.get_parsed_content("train#checkpoint_saver"),
-            ]
-            ours = TrainerBlocks(trainer, block, attach=attach)
+            if compile:  # a fresh dynamo cache per case: no recompile limit reached across cases (eager fallback)
+                torch._dynamo.reset()
+            ours = _bundle_blocks(method, {**over, "compile": bool(compile)}, work / "ours", device, size, batch, block)
             p_plain = bundle_parser(
                 method, overrides=over, work_dir=work / "plain", device=device, size=size, batch=batch
             )
@@ -92,6 +97,18 @@ def measure_overhead(
             )
             same = PlainLoop(p_same, block, method, image_weight=0.5, oa_active=oa_active, same_algorithm=True)
             variants = {"bundle": ours, "plain": plain, "plain_same_algorithm": same, "plain_default_adamw": default}
+            first_block: dict[str, float] = {}
+            if compile:
+                eager = _bundle_blocks(method, over, work / "eager", device, size, batch, block)
+                p_comp = bundle_parser(
+                    method, overrides=over, work_dir=work / "plain_compiled", device=device, size=size, batch=batch
+                )
+                plain_comp = PlainLoop(p_comp, block, method, image_weight=0.5, oa_active=oa_active, compile=True)
+                variants.update({"bundle_eager": eager, "plain_compiled": plain_comp})
+                for name in ("bundle", "bundle_eager", "plain_compiled"):
+                    t0 = time.perf_counter()
+                    variants[name]()  # the compiled variants' first call compiles
+                    first_block[name] = time.perf_counter() - t0
             inter = interleave(variants, repeats=repeats, warmup=1, log=log)
             results[key] = {
                 "method": method,
@@ -108,6 +125,8 @@ def measure_overhead(
                 "ratio_default_adamw_cpu": inter.ratio("bundle", "plain_default_adamw", "cpu"),
                 **inter.summary(),
             }
+            if compile:
+                results[key].update(_compile_figures(inter, first_block, block))
             r = results[key]
             log(
                 f"{key}: bundle/plain {fmt_spread(r['ratio_wall'])} (wall), {fmt_spread(r['ratio_cpu'])} (CPU); "
@@ -115,7 +134,37 @@ def measure_overhead(
                 f"bundle/plain with default AdamW {fmt_spread(r['ratio_default_adamw_cpu'])} (CPU)"
             )
             ours.close()
+            if compile:
+                eager.close()
     return results
+
+
+def _bundle_blocks(method: str, over: dict, work: Path, device: str, size: int, batch: int, block: int) -> Any:
+    """The bundle's ``train#trainer`` with what its ``run`` attaches, run ``block`` iterations at a time."""
+    p = bundle_parser(method, overrides=over, work_dir=work, device=device, size=size, batch=batch)
+    attach = [p.get_parsed_content("train#resume_handler"), p.get_parsed_content("train#checkpoint_saver")]
+    return TrainerBlocks(p.get_parsed_content("train#trainer"), block, attach=attach)
+
+
+def _compile_figures(inter: Any, first_block: dict[str, float], block: int) -> dict[str, Any]:
+    """Ratios of the compiled bundle, the one-off compile time and the iterations that pay it back."""
+
+    def seconds_per_iteration(name: str) -> float:
+        return inter.blocks[name][0].items / block / inter.rate(name, "wall")["median"]
+
+    per_it_compiled, per_it_eager = seconds_per_iteration("bundle"), seconds_per_iteration("bundle_eager")
+    compile_s = first_block["bundle"] - first_block["bundle_eager"]
+    gain = per_it_eager - per_it_compiled
+    return {
+        "first_block_s": first_block,
+        "compile_s": compile_s,
+        "break_even_iterations": compile_s / gain if gain > 0 else None,
+        "ratio_compiled_vs_eager_bundle_cpu": inter.ratio("bundle", "bundle_eager", "cpu"),
+        "ratio_compiled_vs_eager_bundle_wall": inter.ratio("bundle", "bundle_eager", "wall"),
+        "ratio_eager_bundle_cpu": inter.ratio("bundle_eager", "plain", "cpu"),
+        "ratio_vs_plain_compiled_cpu": inter.ratio("bundle", "plain_compiled", "cpu"),
+        "ratio_vs_plain_compiled_wall": inter.ratio("bundle", "plain_compiled", "wall"),
+    }
 
 
 def overhead_markdown(results: dict[str, Any]) -> list[str]:
@@ -156,6 +205,41 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
     return table(header, rows)
 
 
+def compile_markdown(results: dict[str, Any]) -> list[str]:
+    """The ``compile`` table: the compiled bundle against the eager plain loop, the compiled plain loop and the eager
+    bundle; the one-off compile time and its break-even."""
+    rows = []
+    for r in results.values():
+        if "compile_s" not in r:
+            continue
+        even = r["break_even_iterations"]
+        rows.append(
+            [
+                r["method"] + (f" ({r['phase']})" if r["phase"] else ""),
+                f"{r['size']}x{r['size']}",
+                f"**{fmt_spread(r['ratio_cpu'])}**",
+                fmt_spread(r["ratio_wall"]),
+                fmt_spread(r["ratio_vs_plain_compiled_cpu"]),
+                fmt_spread(r["ratio_compiled_vs_eager_bundle_cpu"]),
+                fmt_spread(r["ratio_eager_bundle_cpu"]),
+                f"{r['compile_s']:.0f}",
+                "never" if even is None else f"{even:.0f}",
+            ]
+        )
+    header = [
+        "method",
+        "size",
+        "compiled bundle / eager plain loop (CPU clock)",
+        "same, wall clock",
+        "compiled bundle / compiled plain loop (CPU clock)",
+        "compiled / eager bundle (CPU clock)",
+        "eager bundle / eager plain loop (CPU clock)",
+        "compile time (s, wall)",
+        "break-even (iterations)",
+    ]
+    return table(header, rows) if rows else []
+
+
 def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
     """``--overhead`` of ``scripts/benchmark.py``: returns the result and its Markdown."""
     res = measure_overhead(
@@ -166,6 +250,7 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         args.repeats,
         Path(args.out) / "work_overhead",
         str(device),
+        compile=bool(getattr(args, "compile", False)),
     )
     md = [
         "Engine overhead: the bundle's training iteration (stock SupervisedTrainer, prepare-batch, handlers, "
@@ -179,4 +264,14 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "",
         *overhead_markdown(res),
     ]
+    if getattr(args, "compile", False):
+        md += [
+            "",
+            "With `--compile` the bundle variant above is the bundle with `compile: true` (`torch.compile` of its "
+            "denoising network); below it against the eager plain loop (the table's plain), a plain loop over the "
+            "compiled network, and the eager bundle. Compile time: the first block of the compiled bundle less the "
+            "eager bundle's; break-even: the iterations whose saving pays it back.",
+            "",
+            *compile_markdown(res),
+        ]
     return {"overhead": res}, "\n".join(md) + "\n"

@@ -147,6 +147,21 @@ def test_rectified_flow_trains_and_samples(tmp_path, demo_dir):
     wf = bundle_workflow(BUNDLE, ["train.json"], **{**TINY, **_dirs(tmp_path, demo_dir, "check"), "objective": "rflow"})
     net = wf.parser.get_parsed_content("network")
     assert isinstance(net.scheduler, RFlowScheduler) and "scheduler" not in dict(net.named_children())
+    # `compile: true` traces the network, scheduler included (dynamo reads the state of every nn.Module it meets:
+    # RFlowScheduler's is given one), rather than falling back to eager with a warning
+    import warnings
+
+    from monai_siamese.engines import compile_network
+    from monai_siamese.inferers.siamese import make_image_hint
+
+    compiled = compile_network(net, backend="eager")
+    x0 = torch.rand(2, 1, 32, 32) * 2 - 1
+    cond = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 32, 32)), 4).permute(0, 3, 1, 2).float()
+    t = torch.tensor([100, 900])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = compiled(x0, torch.randn_like(x0), t, cond, make_image_hint(x0, 4), 0.5, torch.tensor([True, False]))
+    assert compiled.is_compiled and torch.isfinite(out["pred_oa"]).all()
     infer = {
         **NET,
         "dataset_dir": demo_dir,

@@ -111,6 +111,30 @@ def test_overhead_mode(bench, tmp_path, demo_dir):
     assert "seg_guided_diffusion" in "\n".join(overhead_markdown(res))
 
 
+def test_overhead_mode_compiled(bench, tmp_path, demo_dir):
+    """``--overhead --compile``: the compiled bundle against the eager bundle and a compiled plain loop, with the
+    compile time and its break-even (dynamo with the ``eager`` backend here: no C++ compile in the tests)."""
+    from bench.overhead import compile_markdown, measure_overhead
+
+    over = {**_tiny_net("seg_guided_diffusion"), "compile_kwargs": {"backend": "eager"}}
+    res = measure_overhead(
+        ["seg_guided_diffusion"], [16], batch=2, block=1, repeats=1, work_dir=tmp_path, overrides=over, compile=True,
+        log=lambda *_: None,
+    )  # fmt: skip
+    r = res["seg_guided_diffusion@16"]
+    assert {"bundle", "bundle_eager", "plain_compiled"} <= set(r) and r["bundle_eager"]["blocks"][0]["items"] == 2
+    assert set(r["first_block_s"]) == {"bundle", "bundle_eager", "plain_compiled"}
+    assert r["ratio_vs_plain_compiled_cpu"]["median"] > 0 and r["ratio_compiled_vs_eager_bundle_cpu"]["median"] > 0
+    assert r["compile_s"] == pytest.approx(r["first_block_s"]["bundle"] - r["first_block_s"]["bundle_eager"])
+    gain = 2 / r["bundle_eager"]["images_per_s"]["median"] - 2 / r["bundle"]["images_per_s"]["median"]  # s/iteration
+    if gain > 0:
+        assert r["break_even_iterations"] == pytest.approx(r["compile_s"] / gain)
+    else:
+        assert r["break_even_iterations"] is None
+    md = "\n".join(compile_markdown(res))
+    assert "seg_guided_diffusion" in md and "break-even" in md
+
+
 def test_quality_per_compute_tiny(bench, tmp_path, demo_dir):
     out, work = tmp_path / "out", tmp_path / "work"
     args = ["--quality_per_compute", "--qpc_tiny", "--resolution", "32", "--budgets", "0.01", "--judge_iterations"]

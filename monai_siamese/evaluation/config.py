@@ -289,6 +289,12 @@ PROTOCOL_SEG_OVERRIDES = {"intensity_prob": 0.0}
 #: (docs/results/eval_demo_n4_cfg); Siamese-Diffusion's ControlNet gained nothing from it (0.684 -> 0.673, 0.690 ->
 #: 0.681) and samples unguided
 DEMO_GUIDANCE_SCALE = 2.0
+#: the demo preset's new-mask source. It was half augmented, half interpolated (chosen a priori); `augmented` alone
+#: gave pairs at least as useful on the axial test slab (augmented - mixture +0.013 to +0.048 in 5 of 6 method x
+#: regime cells: docs/results/mask_source_usefulness) and the same direction on coronal slices of the template, which
+#: took no part in that choice (+0.007 and +0.003, 5 of 6 runs each: docs/results/coronal_confirmation); it is also
+#: GenSeg's source (Zhang et al. 2025), and interpolated masks' pairs, although more faithful, were the less useful
+DEMO_NEW_MASKS = "augmented"
 
 
 def preset_config(preset: Preset | str) -> EvaluationConfig:
@@ -303,8 +309,8 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
       8 pairs per real mask sampled in 10 steps (DPM-Solver++ (2M); Euler for the flow; classifier-free guidance 2
       for the two concat-conditioned generators: :data:`DEMO_GUIDANCE_SCALE`) and written back on their mask's
       128 x 128 grid (``output_grid`` source: sharp labels); every method on the regime's masks and on new masks
-      (half augmented, half interpolated between two regime masks: the anatomy between annotated slices, chosen a
-      priori). CPU, 2 workers.
+      of the ``augmented`` source (GenSeg's geometric + elastic transforms of the regime's masks:
+      :data:`DEMO_NEW_MASKS`). CPU, 2 workers.
     - ``full``: 5 seeds, each with its own draw and generators (the generators' full ``train.json`` and default
       iterations), 8 samples per mask with 50 DDIM steps, segmentation at 128 x 128 for 1800 iterations at batch 8
       (the calibration's setting, residual units). GPU.
@@ -332,7 +338,7 @@ def preset_config(preset: Preset | str) -> EvaluationConfig:
                 # its demo.json trains a rectified flow (x0 prediction gave blurred samples with a dark frame)
                 "siamese_diffusion": {"sampler": "euler"},
             },
-            mask_sources=["regime", "augmented:0.5,interpolated:0.5"],
+            mask_sources=["regime", DEMO_NEW_MASKS],
         )
     if preset == Preset.FULL:
         return EvaluationConfig(

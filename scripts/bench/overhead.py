@@ -16,11 +16,10 @@ with the eager one (``break_even_iterations``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import time
 
 import torch
 

@@ -211,9 +211,8 @@ class PlainLoop:
         self.network = parser.get_parsed_content("network")
         self.network.train()
         params = [p for p in self.network.parameters() if p.requires_grad]
-        # with the bundle's own torch.compile arguments
         self.forward = self.network
-        if compile:
+        if compile:  # with the bundle's own torch.compile arguments
             self.forward = torch.compile(self.network, **parser.get_parsed_content("compile_kwargs"))
         kwargs = {"lr": parser.get_parsed_content("lr"), "weight_decay": parser.get_parsed_content("weight_decay")}
         if not default_adamw:

@@ -83,27 +83,20 @@ def measure_overhead(
             if compile:  # a fresh dynamo cache per case: no recompile limit reached across cases (eager fallback)
                 torch._dynamo.reset()
             ours = _bundle_blocks(method, {**over, "compile": bool(compile)}, work / "ours", device, size, batch, block)
-            p_plain = bundle_parser(
-                method, overrides=over, work_dir=work / "plain", device=device, size=size, batch=batch
-            )
-            plain = PlainLoop(p_plain, block, method, image_weight=0.5, oa_active=oa_active)
-            p_default = bundle_parser(
-                method, overrides=over, work_dir=work / "plain_default", device=device, size=size, batch=batch
-            )
-            default = PlainLoop(p_default, block, method, image_weight=0.5, oa_active=oa_active, default_adamw=True)
-            p_same = bundle_parser(
-                method, overrides=over, work_dir=work / "plain_same", device=device, size=size, batch=batch
-            )
-            same = PlainLoop(p_same, block, method, image_weight=0.5, oa_active=oa_active, same_algorithm=True)
+
+            def plain_loop(folder: str, **options: Any) -> PlainLoop:
+                """A plain loop over its own copy of the network (a separate parse: the same initial weights)."""
+                p = bundle_parser(method, overrides=over, work_dir=work / folder, device=device, size=size, batch=batch)
+                return PlainLoop(p, block, method, image_weight=0.5, oa_active=oa_active, **options)
+
+            plain = plain_loop("plain")
+            default = plain_loop("plain_default", default_adamw=True)
+            same = plain_loop("plain_same", same_algorithm=True)
             variants = {"bundle": ours, "plain": plain, "plain_same_algorithm": same, "plain_default_adamw": default}
             first_block: dict[str, float] = {}
             if compile:
                 eager = _bundle_blocks(method, over, work / "eager", device, size, batch, block)
-                p_comp = bundle_parser(
-                    method, overrides=over, work_dir=work / "plain_compiled", device=device, size=size, batch=batch
-                )
-                plain_comp = PlainLoop(p_comp, block, method, image_weight=0.5, oa_active=oa_active, compile=True)
-                variants.update({"bundle_eager": eager, "plain_compiled": plain_comp})
+                variants.update({"bundle_eager": eager, "plain_compiled": plain_loop("plain_compiled", compile=True)})
                 for name in ("bundle", "bundle_eager", "plain_compiled"):
                     t0 = time.perf_counter()
                     variants[name]()  # the compiled variants' first call compiles

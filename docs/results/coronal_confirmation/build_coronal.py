@@ -2,8 +2,8 @@
 MNI152 2009 template (other anatomy in every slice: ventricles, temporal lobes, cerebellum and brain stem in view).
 
 The demo's 3D volume (``monai_siamese.data.demo_volumes``: 1.5 mm in-plane, 1 mm axial) is resampled to 1.5 mm
-isotropic (area for the image and the class probabilities' argmax is not available here, so the label is resampled
-by nearest neighbour from the 1 mm grid), padded to 128 along z, and cut into coronal slices (axis 1) of 128 x 128
+isotropic (the image by area; the label, which ``demo_volumes`` gives as the argmax of the class probabilities, by
+nearest neighbour), padded to 128 along z, and cut into coronal slices (axis 1) of 128 x 128
 with more than 200 WM pixels. Splits as the axial demo's: the central slab of 17 slices (25 mm) is the test set, a
 9-slice (13.5 mm) gap on each side is dropped, every 12th remaining slice is validation, the rest the pool.
 
@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import torch
-from monai.data import MetaTensor
 from monai.transforms import Resize, SpatialPad
 
 from monai_siamese.data.datalist import write_datalist
@@ -29,7 +28,7 @@ image = Resize((-1, -1, depth), mode="area")(image)
 label = Resize((-1, -1, depth), mode="nearest")(label)
 pad = SpatialPad((-1, -1, 128))
 image, label = pad(image), pad(label)
-slices = [s for s in iter_slices({"image": image, "label": label}, axis=1, min_foreground=201, foreground_classes=[3])]
+slices = list(iter_slices({"image": image, "label": label}, axis=1, min_foreground=201, foreground_classes=[3]))
 ys = [s["slice_index"] for s in slices]
 mid = (min(ys) + max(ys)) // 2
 test_lo, test_hi, gap = mid - 8, mid + 8, 9

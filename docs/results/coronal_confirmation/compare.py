@@ -11,20 +11,25 @@ from monai_siamese.evaluation.report import load_runs, paired_summary
 
 runs = load_runs(sys.argv[1])
 method = "seg_guided_diffusion"
-arms = {"mixture (augmented:0.5,interpolated:0.5)": "augmented50+interpolated50", "augmented": "augmented"}
-print("| N | arm | Δ mean Dice vs real only [95 % CI], runs better | Δ CSF Dice vs real only |\n| --- | --- | --- | --- |")
+mix, aug = f"{method}@augmented50+interpolated50", f"{method}@augmented"
+arms = {"mixture (augmented:0.5,interpolated:0.5)": mix, "augmented": aug}
+
+
+def deltas(arm, ref, keys, cls="mean"):
+    """``arm`` minus ``ref`` per run, for class ``cls``."""
+    return paired_summary([runs[(arm,) + k][cls] - runs[(ref,) + k][cls] for k in keys])
+
+
+print("| N | arm | Δ mean Dice vs real only [95 % CI], runs better | Δ CSF Dice vs real only |")
+print("| --- | --- | --- | --- |")
 rows = []
 for n in sorted({k[1] for k in runs if k[0] == "real"}):
     keys = sorted(k[1:] for k in runs if k[0] == "real" and k[1] == n)
     real = sum(runs[("real",) + k]["mean"] for k in keys) / len(keys)
     print(f"| {n} | real only | mean Dice {real:.3f} | |")
-    for name, tag in arms.items():
-        arm = f"{method}@{tag}"
-        d = paired_summary([runs[(arm,) + k]["mean"] - runs[("real",) + k]["mean"] for k in keys])
-        c = paired_summary([runs[(arm,) + k]["CSF"] - runs[("real",) + k]["CSF"] for k in keys])
-        print(f"| {n} | {name} | {d} | {c} |")
-    aug, mix = f"{method}@augmented", f"{method}@augmented50+interpolated50"
-    rows.append((n, paired_summary([runs[(aug,) + k]["mean"] - runs[(mix,) + k]["mean"] for k in keys])))
+    for name, arm in arms.items():
+        print(f"| {n} | {name} | {deltas(arm, 'real', keys)} | {deltas(arm, 'real', keys, 'CSF')} |")
+    rows.append((n, deltas(aug, mix, keys)))
 print("\n| N | augmented - mixture, paired mean Dice [95 % CI], runs better |\n| --- | --- |")
 for n, s in rows:
     print(f"| {n} | {s} |")

@@ -22,6 +22,7 @@ SOURCES = [
     ("augmented", "augmented"),
 ]
 
+
 def deltas(table, arm, ref, keys, cls="mean"):
     """``arm`` (in ``table``) minus ``ref`` (in the committed run) per run, for class ``cls``."""
     return [table[(arm,) + k][cls] - BASE[(ref,) + k][cls] for k in keys]

@@ -10,16 +10,17 @@ inside each worker, which no checkpoint can restore; seeding each item makes tha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import Compose, Randomizable, apply_transform
+from monai.transforms.traits import LazyTrait
 from monai.utils import MAX_SEED
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["ResumableBatchSampler", "SeededDataset", "item_seed", "reseed"]
+__all__ = ["ResumableBatchSampler", "SeededDataset", "direct_chain", "item_seed", "reseed"]
 
 
 def item_seed(seed: int, part: int, position: int) -> int:
@@ -197,6 +198,26 @@ def reseed(transform: Randomizable, seed: int, owned: dict[int, np.random.Random
         transform.set_random_state(seed=seed)
 
 
+def direct_chain(transform: Any) -> list[Callable] | None:
+    """The leaf transforms of ``transform`` in the order MONAI's ``Compose`` applies them, when calling them one by one
+    on a dict item is exactly what ``Compose`` does: plain ``Compose`` nesting only (not ``OneOf``, ``RandomOrder``,
+    ``SomeOf``), nothing lazy-capable (no pending resampling to apply between steps), no unpacking or logging.
+    None for any other tree, which then keeps ``apply_transform``."""
+    if type(transform) is Compose:
+        if transform.unpack_items or transform.log_stats or transform.lazy:
+            return None
+        out: list[Callable] = []
+        for member in transform.transforms:
+            sub = direct_chain(member)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if isinstance(transform, (Compose, LazyTrait)) or not callable(transform):
+        return None
+    return [transform]
+
+
 class SeededDataset(Dataset):
     """``dataset`` with a random ``transform`` applied per item with the item's own seed: ``self[(index, seed)]``
     re-seeds every ``Randomizable`` in ``transform`` from ``seed`` and applies it to ``dataset[index]`` (a plain
@@ -212,6 +233,8 @@ class SeededDataset(Dataset):
         self.dataset = dataset
         self.transform = transform
         self._states: dict[int, np.random.RandomState] = {}  # generators reused by :func:`reseed`
+        self._chain: list[Callable] | None = None
+        self._chain_of: Any = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -223,4 +246,26 @@ class SeededDataset(Dataset):
             return item
         if seed is not None and isinstance(self.transform, Randomizable):
             reseed(self.transform, int(seed) % MAX_SEED, self._states)
-        return apply_transform(self.transform, item)
+        if seed is None or not isinstance(item, Mapping):
+            return apply_transform(self.transform, item)
+        if self._chain_of is not self.transform:
+            self._chain, self._chain_of = direct_chain(self.transform), self.transform
+        if self._chain is None:
+            return apply_transform(self.transform, item)
+        # the transforms called directly (MONAI's per-transform dispatch costs as much as mask encoding and ablation
+        # together on a small item); anything unusual is replayed from the same seed through MONAI's own path: a
+        # transform that returns several items (its map_items applies the rest to each) or one that raises (its
+        # error message names the transform)
+        data = item
+        try:
+            for t in self._chain:
+                data = t(data)
+                if not isinstance(data, Mapping):
+                    break
+            else:
+                return data
+        except Exception:  # noqa: BLE001 - replayed below, where the error is raised as MONAI raises it
+            pass
+        if isinstance(self.transform, Randomizable):
+            reseed(self.transform, int(seed) % MAX_SEED, self._states)
+        return apply_transform(self.transform, self.dataset[int(index)])

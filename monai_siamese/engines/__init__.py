@@ -16,6 +16,7 @@ from monai_siamese.engines.handlers import (
     list_checkpoints,
 )
 from monai_siamese.engines.latent import LatentDiffusionPrepareBatch, train_autoencoder
+from monai_siamese.engines.optim import ContiguousAdamW, pack_parameters, packed_base
 from monai_siamese.engines.performance import (
     BF16NoScalerHandler,
     CompiledModule,
@@ -30,6 +31,9 @@ from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from monai_siamese.engines.siamese import LOSS_KEYS, SiameseDiffusionLoss, SiameseScheduleHandler
 
 __all__ = [
+    "ContiguousAdamW",
+    "pack_parameters",
+    "packed_base",
     "EMAScheduleState",
     "BF16NoScalerHandler",
     "CompiledModule",

@@ -186,22 +186,37 @@ class ForeachEMAHandler(EMAHandler):
     update costs ~8% of a training iteration, ``foreach`` multiply-then-add ~1.4 %, the lerp about half of that.
 
     Takes ``EMAHandler``'s arguments; the lists are built at the first update (the networks' parameters are updated in
-    place by optimizers and ``load_state_dict``, so the lists stay valid).
+    place by optimizers and ``load_state_dict``, so the lists stay valid). When the model's parameters are packed into
+    one buffer (:class:`~monai_siamese.engines.optim.ContiguousAdamW`), the EMA copy is packed likewise and the update
+    is a single lerp over the two buffers (0.06 against 0.28 ms for the demo UNet on one CPU thread).
     """
 
     _params: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     _buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    _packed: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None
+
+    def _setup(self) -> None:
+        from monai_siamese.engines.optim import pack_parameters, packed_base
+
+        ema = list(self.ema_model.parameters())
+        model = list(self.model.parameters())
+        self._params = (ema, model)
+        self._buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
+        # the model's parameters packed into one buffer (ContiguousAdamW): pack the EMA copy the same way, and the
+        # update is one lerp over the buffers for as long as the model's parameters stay views of theirs
+        base = packed_base([p.detach() for p in model]) if model else None
+        if base is not None and all(e.shape == m.shape and e.dtype == m.dtype for e, m in zip(ema, model)):
+            self._packed = (pack_parameters(ema), base, [p.data_ptr() for p in model])
 
     @torch.no_grad()
     def _update_ema_model(self, engine: Engine, name: str) -> None:
         momentum = getattr(engine.state, name)
         if self._params is None:
-            ema = list(self.ema_model.parameters())
-            model = list(self.model.parameters())
-            self._params = (ema, model)
-            self._buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
+            self._setup()
         ema, model = self._params
-        if ema:
+        if self._packed is not None and [p.data_ptr() for p in model] == self._packed[2]:
+            self._packed[0].lerp_(self._packed[1], float(momentum))  # one kernel over the packed buffers
+        elif ema:
             torch._foreach_lerp_(ema, model, float(momentum))
         if self.handle_buffers == "update":
             for ema_b, model_b in self._buffers or ():

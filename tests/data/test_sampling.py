@@ -113,3 +113,74 @@ def test_the_segmentation_bundle_augmentation_replays_identically(tmp_path, demo
         got = ds[(i % 3, 1000 + i)]
         assert torch.equal(torch.as_tensor(got["image"]), torch.as_tensor(expected["image"]))
         assert torch.equal(torch.as_tensor(got["label"]), torch.as_tensor(expected["label"]))
+
+
+@pytest.mark.parametrize("bundle", ["seg_guided_diffusion", "meddiff_ft"])
+def test_generator_pipelines_run_directly_and_equal_monai_compose(tmp_path, demo_dir, bundle):
+    """The generators' per-item pipelines qualify for the direct calls, and give what MONAI's ``Compose`` gives with
+    the same seed, item for item (ablation and dropout probabilities raised so every branch runs)."""
+    from helpers import bundle_workflow
+
+    from monai_siamese.data.sampling import direct_chain
+
+    wf = bundle_workflow(
+        bundle,
+        ["train.json"],
+        dataset_dir=demo_dir,
+        spatial_size=[32, 32],
+        cond_dropout_prob=0.3,
+        ckpt_dir=str(tmp_path / "m"),
+        log_dir=str(tmp_path / "l"),
+    )
+    ds = wf.parser.get_parsed_content("train#seeded_dataset")
+    assert direct_chain(ds.transform) is not None
+    reference = copy.deepcopy(ds.transform)
+    for i in range(16):
+        item = ds.dataset[i % 4]
+        reference.set_random_state(seed=2000 + i)
+        expected = reference(copy.deepcopy(item))
+        got = ds[(i % 4, 2000 + i)]
+        assert set(got) == set(expected)
+        for k, v in expected.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(torch.as_tensor(got[k]), torch.as_tensor(v)), (i, k)
+
+
+class _Twice(mt.MapTransform):
+    """Returns two items (a multi-sample transform): ``Compose`` maps the rest of the chain over them."""
+
+    def __call__(self, data):
+        return [dict(data), {k: v + 1 for k, v in data.items()}]
+
+
+class _Fails(mt.MapTransform):
+    def __call__(self, data):
+        raise ValueError("broken item")
+
+
+def test_direct_calls_fall_back_to_monai_where_they_would_differ():
+    from monai_siamese.data import SeededDataset
+    from monai_siamese.data.sampling import direct_chain
+
+    data = [{"x": torch.arange(4.0)}]
+    noise = mt.RandGaussianNoised("x", prob=1.0)
+    assert direct_chain(mt.OneOf([noise, mt.Identityd("x")])) is None  # not a plain Compose
+    assert direct_chain(mt.Compose([mt.RandFlipd("x", prob=0.5)])) is None  # lazy-capable: pending resampling
+    chain = direct_chain(mt.Compose([noise, mt.Compose([mt.Identityd("x")])]))
+    assert chain is not None and chain[0] is noise and isinstance(chain[1], mt.Identityd)
+
+    twice = mt.Compose([_Twice("x"), mt.RandGaussianNoised("x", prob=1.0)])
+    expected = copy.deepcopy(twice)
+    expected.set_random_state(seed=7)
+    want = expected(dict(data[0]))
+    got = SeededDataset(data, twice)[(0, 7)]
+    assert isinstance(got, list) and len(got) == 2
+    assert all(torch.equal(g["x"], w["x"]) for g, w in zip(got, want))
+
+    with pytest.raises(RuntimeError, match="applying transform") as err:
+        SeededDataset(data, mt.Compose([mt.Identityd("x"), _Fails("x")]))[(0, 3)]
+    causes, e = [], err.value
+    while e is not None:  # MONAI's chain: the Compose, then the transform, then the error itself
+        causes.append(str(e))
+        e = e.__cause__
+    assert any("_Fails" in c for c in causes) and causes[-1] == "broken item"

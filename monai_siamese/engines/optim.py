@@ -1,0 +1,241 @@
+"""AdamW over parameters packed into one contiguous buffer (per device and dtype): on the CPU the fused kernel, the
+gradient-norm clipping and the EMA then each run over one tensor instead of ~150 small ones.
+
+For the demo UNet (0.64 M parameters in 154 tensors, one CPU thread) the fused AdamW step takes 0.32 ms over the
+packed buffer against 1.10 ms over the tensors, the clipping norm 0.07 against 0.39 ms and the EMA lerp 0.06 against
+0.28 ms (``docs/results/benchmark_overhead``, round 9): per-tensor dispatch, not arithmetic, is what those cost on a
+small network. On CUDA the stock fused kernel already batches its tensors, so the bundles pack only on the CPU.
+
+The packing is what PyTorch's ``DistributedDataParallel(gradient_as_bucket_view=True)`` does for its buckets: each
+parameter's ``data`` and ``grad`` become views of the flat buffers, and autograd accumulates into the existing views
+in place. Checkpoints keep torch's per-parameter format (:meth:`ContiguousAdamW.state_dict`), so they load into a
+plain ``torch.optim.AdamW`` and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["ContiguousAdamW", "pack_parameters", "packed_base"]
+
+
+def packed_base(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """A flat 1-D tensor over the storage that ``tensors`` tile exactly, in order and without gaps (what
+    :func:`pack_parameters` and :class:`ContiguousAdamW` make of a network's parameters), or None when they do not."""
+    if not tensors:
+        return None
+    storage = tensors[0].untyped_storage()
+    dtype, offset = tensors[0].dtype, 0
+    for t in tensors:
+        if t.dtype != dtype or not t.is_contiguous() or t.storage_offset() != offset:
+            return None
+        if t.untyped_storage().data_ptr() != storage.data_ptr():
+            return None
+        offset += t.numel()
+    if offset * tensors[0].element_size() != storage.nbytes():
+        return None
+    return torch.empty(0, dtype=dtype, device=tensors[0].device).set_(storage, 0, (offset,))
+
+
+def pack_parameters(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Move ``params`` (same device and dtype) into one new flat buffer, in order, each becoming a view of it (their
+    values unchanged); returns the buffer."""
+    with torch.no_grad():
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+    for p, view in zip(params, flat.split([p.numel() for p in params])):
+        p.data = view.view_as(p)
+    return flat
+
+
+class _Packed:
+    """One flat parameter (with its flat gradient) and the parameters it holds as views."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        self.params = params
+        self.sizes = [p.numel() for p in params]
+        grads = [p.grad for p in params]
+        self.flat = torch.nn.Parameter(pack_parameters(params))  # the parameters are views of its storage
+        self.flat.grad = torch.zeros_like(self.flat)
+        self.data_views = [p.detach() for p in params]
+        self.grad_views = list(self.flat.grad.split(self.sizes))
+        for p, g, old in zip(params, self.grad_views, grads):
+            if old is not None:
+                g.copy_(old.reshape(-1))
+            p.grad = g.view_as(p)
+        self.data_ptrs = [p.data_ptr() for p in params]
+        self.grad_ptrs = [p.grad.data_ptr() for p in params]
+
+    def sync(self) -> None:
+        """Re-attach what was detached from the buffers since the last step: a gradient set to None or replaced
+        (``module.zero_grad()``, a hand-written accumulation) is copied in (None: zero), a parameter whose ``data``
+        was replaced (``load_state_dict(assign=True)``, ``.to()``) has its values copied in; both become views again."""
+        if [p.data_ptr() for p in self.params] == self.data_ptrs and [
+            -1 if p.grad is None else p.grad.data_ptr() for p in self.params
+        ] == self.grad_ptrs:
+            return
+        with torch.no_grad():
+            for p, d, g in zip(self.params, self.data_views, self.grad_views):
+                if p.data_ptr() != d.data_ptr():
+                    d.copy_(p.detach())
+                    p.data = d
+                if p.grad is None:
+                    g.zero_()
+                elif p.grad.data_ptr() != g.data_ptr():
+                    g.copy_(p.grad.reshape(-1))
+                p.grad = g.view_as(p)
+
+
+class ContiguousAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` whose parameters (those that require gradients) are packed into one flat buffer per
+    param group, device and dtype, with their gradients likewise; ``contiguous=False`` is plain ``AdamW``.
+
+    The update is AdamW's, element by element, with one difference in semantics: a parameter that received no
+    gradient in a step is updated as with a zero gradient (weight decay, moment decay), as under
+    ``zero_grad(set_to_none=False)``, because its gradient is a view that always exists. ``zero_grad`` zeroes the
+    packed gradients in place whatever ``set_to_none`` says. ``state_dict``/``load_state_dict`` use torch's
+    per-parameter layout, so checkpoints move between this class and ``torch.optim.AdamW`` (a run resumes with the
+    implementation it started with for an exact resume).
+
+    Args:
+        params: parameters or param groups, as for ``torch.optim.AdamW``.
+        contiguous: pack (else behave exactly as ``torch.optim.AdamW``).
+        kwargs: ``torch.optim.AdamW`` arguments (``lr``, ``weight_decay``, ``fused``, ``foreach``, ...).
+    """
+
+    def __init__(self, params: Iterable[Any], contiguous: bool = True, **kwargs: Any) -> None:
+        self.contiguous = bool(contiguous)
+        self._packs: list[_Packed] = []
+        self._layout: list[list[tuple[str, int | None]]] = []  # per group: (kind, pack index or None) per entry
+        super().__init__(params, **kwargs)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not self.contiguous:
+            return super().add_param_group(param_group)
+        group = dict(param_group)
+        params = group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        buckets: dict[tuple[torch.device, torch.dtype], list[torch.nn.Parameter]] = {}
+        loose: list[torch.nn.Parameter] = []
+        for p in params:
+            if p.requires_grad and p.is_floating_point():
+                buckets.setdefault((p.device, p.dtype), []).append(p)
+            else:
+                loose.append(p)
+        flat_params, layout = [], []
+        for members in buckets.values():
+            pack = _Packed(members)
+            self._packs.append(pack)
+            flat_params.append(pack.flat)
+            layout.append(("pack", len(self._packs) - 1))
+        layout += [("loose", None)] * len(loose)
+        group["params"] = flat_params + loose
+        group["_originals"] = params  # the user's parameters in their order (for the per-parameter state dict)
+        self._layout.append(layout)
+        super().add_param_group(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not self.contiguous:
+            return super().zero_grad(set_to_none)
+        for pack in self._packs:
+            pack.sync()
+            pack.flat.grad.zero_()
+        for group, layout in zip(self.param_groups, self._layout):
+            for p, (kind, _) in zip(group["params"], layout):
+                if kind == "loose" and p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for pack in self._packs:
+            pack.sync()
+        super().step()
+        return loss
+
+    # checkpoints in torch's per-parameter layout -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if not self.contiguous:
+            return super().state_dict()
+        packed = super().state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        groups, index, packed_index = [], 0, 0
+        for group, layout, saved in zip(self.param_groups, self._layout, packed["param_groups"]):
+            ids = []
+            for p, (kind, k) in zip(group["params"], layout):
+                st = packed["state"].get(packed_index)
+                packed_index += 1
+                members = self._packs[k].params if kind == "pack" else [p]
+                sizes = self._packs[k].sizes if kind == "pack" else [p.numel()]
+                chunks = {
+                    name: v.split(sizes) if kind == "pack" and torch.is_tensor(v) and v.dim() == 1 else None
+                    for name, v in (st or {}).items()
+                }
+                for j, member in enumerate(members):
+                    if st is not None:
+                        state[index] = {
+                            name: (chunks[name][j].view_as(member) if chunks[name] is not None else _copy(v))
+                            for name, v in st.items()
+                        }
+                    ids.append(index)
+                    index += 1
+            groups.append({**{k: v for k, v in saved.items() if k not in ("params", "_originals")}, "params": ids})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self.contiguous:
+            return super().load_state_dict(state_dict)
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"optimizer state has {len(saved_groups)} param groups, this optimizer {len(self.param_groups)}"
+            )
+        state: dict[int, dict[str, Any]] = {}
+        groups, packed_index = [], 0
+        for group, layout, saved in zip(self.param_groups, self._layout, saved_groups):
+            ids = list(saved["params"])
+            if len(ids) != len(group["_originals"]):
+                raise ValueError(
+                    f"optimizer state has a group of {len(ids)} parameters, this optimizer's has "
+                    f"{len(group['_originals'])}"
+                )
+            cursor, new_ids = 0, []
+            for p, (kind, k) in zip(group["params"], layout):
+                count = len(self._packs[k].params) if kind == "pack" else 1
+                entries = [state_dict["state"].get(i) for i in ids[cursor : cursor + count]]
+                cursor += count
+                present = [e for e in entries if e]
+                if present and len(present) != len(entries):
+                    raise ValueError("optimizer state covers only some parameters of a packed group")
+                if present:
+                    state[packed_index] = _merge(entries) if kind == "pack" else dict(entries[0])
+                new_ids.append(packed_index)
+                packed_index += 1
+            groups.append({**saved, "params": new_ids, "_originals": group["_originals"]})
+        super().load_state_dict({"state": state, "param_groups": groups})
+
+
+def _copy(v: Any) -> Any:
+    return v.clone() if torch.is_tensor(v) else v
+
+
+def _merge(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-parameter AdamW states (``exp_avg``...) concatenated into the packed layout; scalars (``step``) must agree."""
+    out: dict[str, Any] = {}
+    for name, first in entries[0].items():
+        values = [e[name] for e in entries]
+        if torch.is_tensor(first) and first.dim() > 0:
+            out[name] = torch.cat([v.reshape(-1) for v in values])
+        else:
+            if any(float(v) != float(first) for v in values):
+                raise ValueError(f"optimizer state: '{name}' differs between parameters of one packed group")
+            out[name] = _copy(first)
+    return out

@@ -107,8 +107,9 @@ class ContiguousAdamW(torch.optim.AdamW):
 
     def __init__(self, params: Iterable[Any], contiguous: bool = True, **kwargs: Any) -> None:
         self.contiguous = bool(contiguous)
-        self._packs: list[_Packed] = []
-        self._layout: list[list[tuple[str, int | None]]] = []  # per group: (kind, pack index or None) per entry
+        self._packs: dict[int, _Packed] = {}  # id(flat parameter) -> its pack
+        self._where: dict[int, tuple[_Packed, int]] = {}  # id(packed parameter) -> (its pack, its position there)
+        self._originals: list[list[torch.Tensor]] = []  # per group, the user's parameters in their order
         super().__init__(params, **kwargs)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -124,27 +125,25 @@ class ContiguousAdamW(torch.optim.AdamW):
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             else:
                 loose.append(p)
-        flat_params, layout = [], []
+        flat_params = []
         for members in buckets.values():
             pack = _Packed(members)
-            self._packs.append(pack)
+            self._packs[id(pack.flat)] = pack
+            self._where.update({id(m): (pack, j) for j, m in enumerate(members)})
             flat_params.append(pack.flat)
-            layout.append(("pack", len(self._packs) - 1))
-        layout += [("loose", None)] * len(loose)
         group["params"] = flat_params + loose
-        group["_originals"] = params  # the user's parameters in their order (for the per-parameter state dict)
-        self._layout.append(layout)
         super().add_param_group(group)
+        self._originals.append(params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not self.contiguous:
             return super().zero_grad(set_to_none)
-        for pack in self._packs:
+        for pack in self._packs.values():
             pack.sync()
             pack.flat.grad.zero_()
-        for group, layout in zip(self.param_groups, self._layout):
-            for p, (kind, _) in zip(group["params"], layout):
-                if kind == "loose" and p.grad is not None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) not in self._packs and p.grad is not None:
                     if set_to_none:
                         p.grad = None
                     else:
@@ -156,38 +155,41 @@ class ContiguousAdamW(torch.optim.AdamW):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for pack in self._packs:
+        for pack in self._packs.values():
             pack.sync()
         super().step()
         return loss
 
-    # checkpoints in torch's per-parameter layout -------------------------------------------------------------
+    # checkpoints in torch's per-parameter layout: parameters numbered in the user's order across groups -----------
     def state_dict(self) -> dict[str, Any]:
         if not self.contiguous:
             return super().state_dict()
         packed = super().state_dict()
         state: dict[int, dict[str, Any]] = {}
-        groups, index, packed_index = [], 0, 0
-        for group, layout, saved in zip(self.param_groups, self._layout, packed["param_groups"]):
+        groups, entry, index = [], 0, 0
+        for group, originals, saved in zip(self.param_groups, self._originals, packed["param_groups"]):
+            entry_of = {id(p): entry + k for k, p in enumerate(group["params"])}
+            entry += len(group["params"])
+            chunks: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
             ids = []
-            for p, (kind, k) in zip(group["params"], layout):
-                st = packed["state"].get(packed_index)
-                packed_index += 1
-                members = self._packs[k].params if kind == "pack" else [p]
-                sizes = self._packs[k].sizes if kind == "pack" else [p.numel()]
-                chunks = {
-                    name: v.split(sizes) if kind == "pack" and torch.is_tensor(v) and v.dim() == 1 else None
-                    for name, v in (st or {}).items()
-                }
-                for j, member in enumerate(members):
-                    if st is not None:
-                        state[index] = {
-                            name: (chunks[name][j].view_as(member) if chunks[name] is not None else _copy(v))
-                            for name, v in st.items()
-                        }
-                    ids.append(index)
-                    index += 1
-            groups.append({**{k: v for k, v in saved.items() if k not in ("params", "_originals")}, "params": ids})
+            for p in originals:
+                where = self._where.get(id(p))
+                st = packed["state"].get(entry_of[id(where[0].flat) if where else id(p)])
+                if st is not None and where is None:
+                    state[index] = dict(st)
+                elif st is not None:
+                    pack, j = where
+                    out = {}
+                    for name, v in st.items():
+                        if torch.is_tensor(v) and v.dim() == 1 and v.numel() == pack.flat.numel():
+                            parts = chunks.setdefault((id(pack), name), v.split(pack.sizes))
+                            out[name] = parts[j].view_as(p)
+                        else:  # per-parameter scalars (``step``): each parameter its own copy, as torch has them
+                            out[name] = _copy(v)
+                    state[index] = out
+                ids.append(index)
+                index += 1
+            groups.append({**saved, "params": ids})
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -199,27 +201,30 @@ class ContiguousAdamW(torch.optim.AdamW):
                 f"optimizer state has {len(saved_groups)} param groups, this optimizer {len(self.param_groups)}"
             )
         state: dict[int, dict[str, Any]] = {}
-        groups, packed_index = [], 0
-        for group, layout, saved in zip(self.param_groups, self._layout, saved_groups):
+        groups, entry = [], 0
+        for group, originals, saved in zip(self.param_groups, self._originals, saved_groups):
             ids = list(saved["params"])
-            if len(ids) != len(group["_originals"]):
+            if len(ids) != len(originals):
                 raise ValueError(
-                    f"optimizer state has a group of {len(ids)} parameters, this optimizer's has "
-                    f"{len(group['_originals'])}"
+                    f"optimizer state has a group of {len(ids)} parameters, this optimizer's has {len(originals)}"
                 )
-            cursor, new_ids = 0, []
-            for p, (kind, k) in zip(group["params"], layout):
-                count = len(self._packs[k].params) if kind == "pack" else 1
-                entries = [state_dict["state"].get(i) for i in ids[cursor : cursor + count]]
-                cursor += count
-                present = [e for e in entries if e]
-                if present and len(present) != len(entries):
-                    raise ValueError("optimizer state covers only some parameters of a packed group")
-                if present:
-                    state[packed_index] = _merge(entries) if kind == "pack" else dict(entries[0])
-                new_ids.append(packed_index)
-                packed_index += 1
-            groups.append({**saved, "params": new_ids, "_originals": group["_originals"]})
+            saved_of = {id(p): state_dict["state"].get(i) for p, i in zip(originals, ids)}
+            new_ids = []
+            for p in group["params"]:
+                pack = self._packs.get(id(p))
+                if pack is None:
+                    if saved_of[id(p)]:
+                        state[entry] = dict(saved_of[id(p)])
+                else:
+                    entries = [saved_of[id(m)] for m in pack.params]
+                    present = [e for e in entries if e]
+                    if present and len(present) != len(entries):
+                        raise ValueError("optimizer state covers only some parameters of a packed group")
+                    if present:
+                        state[entry] = _merge(entries)
+                new_ids.append(entry)
+                entry += 1
+            groups.append({**saved, "params": new_ids})
         super().load_state_dict({"state": state, "param_groups": groups})
 
 

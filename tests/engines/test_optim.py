@@ -59,9 +59,12 @@ def test_not_contiguous_is_plain_adamw():
     assert opt.param_groups[0]["params"] == list(net.parameters())
 
 
-def test_checkpoints_move_between_torch_adamw_and_ours(tmp_path):
+@pytest.mark.parametrize("frozen", [False, True])
+def test_checkpoints_move_between_torch_adamw_and_ours(frozen):
+    """Both directions, through torch.save; with frozen parameters between packed ones the numbering is still the
+    user's order of parameters."""
     x = torch.randn(4, 2, 9, 9)
-    ref, ours = _net(), _net()
+    ref, ours = _net(frozen), _net(frozen)
     kw = {"lr": 1e-2, "weight_decay": 0.05}
     o_ref, o_ours = torch.optim.AdamW(ref.parameters(), **kw), ContiguousAdamW(ours.parameters(), **kw)
     _steps([(ref, o_ref), (ours, o_ours)], 3, x)
@@ -77,7 +80,7 @@ def test_checkpoints_move_between_torch_adamw_and_ours(tmp_path):
         buf.seek(0)
         return torch.load(buf)
 
-    into_plain, into_ours = _net(), _net()
+    into_plain, into_ours = _net(frozen), _net(frozen)
     into_plain.load_state_dict(saved(ours.state_dict()))
     into_ours.load_state_dict(saved(ref.state_dict()))
     o_plain, o_into = torch.optim.AdamW(into_plain.parameters(), **kw), ContiguousAdamW(into_ours.parameters(), **kw)
@@ -147,3 +150,11 @@ def test_packed_weights_save_and_load(tmp_path):
         assert _same(net, other)
     clone = copy.deepcopy(net)
     assert _same(net, clone)
+
+
+def test_param_groups_look_like_adamw_ones():
+    net = _net()
+    opt = ContiguousAdamW([{"params": net[0].parameters()}, {"params": net[3].parameters(), "lr": 0.5}], lr=1e-2)
+    ref = torch.optim.AdamW([{"params": _net()[0].parameters()}, {"params": _net()[3].parameters(), "lr": 0.5}])
+    assert [set(g) for g in opt.param_groups] == [set(g) for g in ref.param_groups]
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 0.5] and len(repr(opt)) < 2 * len(repr(ref))

@@ -140,7 +140,13 @@ class GradientClipHandler:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        params = [p for g in engine.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        opt = engine.optimizer
+        # per parameter as given (ContiguousAdamW's packed buffer would give a norm rounded differently)
+        if hasattr(opt, "user_parameters"):
+            source = opt.user_parameters()
+        else:
+            source = [p for g in opt.param_groups for p in g["params"]]
+        params = [p for p in source if p.grad is not None]
         if not params:
             return
         scaler = getattr(engine, "scaler", None)

@@ -1,10 +1,10 @@
-"""AdamW over parameters packed into one contiguous buffer (per device and dtype): on the CPU the fused kernel, the
-gradient-norm clipping and the EMA then each run over one tensor instead of ~150 small ones.
+"""AdamW over parameters packed into one contiguous buffer (per device and dtype): on the CPU the fused kernel and
+the EMA update then each run over one tensor instead of ~150 small ones.
 
 For the demo UNet (0.64 M parameters in 154 tensors, one CPU thread) the fused AdamW step takes 0.32 ms over the
-packed buffer against 1.10 ms over the tensors, the clipping norm 0.07 against 0.39 ms and the EMA lerp 0.06 against
-0.28 ms (``docs/results/benchmark_overhead``, round 9): per-tensor dispatch, not arithmetic, is what those cost on a
-small network. On CUDA the stock fused kernel already batches its tensors, so the bundles pack only on the CPU.
+packed buffer against 1.10 ms over the tensors and the EMA lerp 0.06 against 0.28 ms (round 9 of
+``docs/results/benchmark_overhead``): per-tensor dispatch, not arithmetic, is what those cost on a small network.
+On CUDA the stock fused kernel already batches its tensors, so the bundles pack only on the CPU.
 
 The packing is what PyTorch's ``DistributedDataParallel(gradient_as_bucket_view=True)`` does for its buckets: each
 parameter's ``data`` and ``grad`` become views of the flat buffers, and autograd accumulates into the existing views
@@ -135,6 +135,14 @@ class ContiguousAdamW(torch.optim.AdamW):
         super().add_param_group(group)
         self._originals.append(params)
 
+    def user_parameters(self) -> list[torch.Tensor]:
+        """The parameters as given, in order (each a view of its buffer when packed): what a per-parameter computation
+        iterates over, e.g. :class:`~monai_siamese.engines.GradientClipHandler`'s norm, which then stays torch's to
+        the bit (one reduction over the packed buffer rounds differently from a norm of per-tensor norms)."""
+        if not self.contiguous:
+            return [p for group in self.param_groups for p in group["params"]]
+        return [p for params in self._originals for p in params]
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not self.contiguous:
             return super().zero_grad(set_to_none)
@@ -233,7 +241,8 @@ def _copy(v: Any) -> Any:
 
 
 def _merge(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-parameter AdamW states (``exp_avg``...) concatenated into the packed layout; scalars (``step``) must agree."""
+    """Per-parameter AdamW states (``exp_avg``...) concatenated into the packed layout; scalars (``step``) must
+    agree."""
     out: dict[str, Any] = {}
     for name, first in entries[0].items():
         values = [e[name] for e in entries]

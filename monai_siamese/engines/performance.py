@@ -193,7 +193,7 @@ class ForeachEMAHandler(EMAHandler):
 
     _params: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     _buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    _packed: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None
+    _packed: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None  # EMA buffer, model buffer, their views
 
     def _setup(self) -> None:
         from monai_siamese.engines.optim import pack_parameters, packed_base
@@ -205,8 +205,11 @@ class ForeachEMAHandler(EMAHandler):
         # the model's parameters packed into one buffer (ContiguousAdamW): pack the EMA copy the same way, and the
         # update is one lerp over the buffers for as long as the model's parameters stay views of theirs
         base = packed_base([p.detach() for p in model]) if model else None
-        if base is not None and all(e.shape == m.shape and e.dtype == m.dtype for e, m in zip(ema, model)):
-            self._packed = (pack_parameters(ema), base, [p.data_ptr() for p in model])
+        if base is not None and len(ema) == len(model) and all(
+            e.shape == m.shape and e.dtype == m.dtype for e, m in zip(ema, model)
+        ):
+            ema_base = pack_parameters(ema)
+            self._packed = (ema_base, base, [p.data_ptr() for p in ema + model])
 
     @torch.no_grad()
     def _update_ema_model(self, engine: Engine, name: str) -> None:
@@ -214,7 +217,7 @@ class ForeachEMAHandler(EMAHandler):
         if self._params is None:
             self._setup()
         ema, model = self._params
-        if self._packed is not None and [p.data_ptr() for p in model] == self._packed[2]:
+        if self._packed is not None and [p.data_ptr() for p in ema + model] == self._packed[2]:
             self._packed[0].lerp_(self._packed[1], float(momentum))  # one kernel over the packed buffers
         elif ema:
             torch._foreach_lerp_(ema, model, float(momentum))

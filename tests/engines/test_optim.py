@@ -125,6 +125,7 @@ def test_packed_ema_equals_the_foreach_ema():
     opts = [torch.optim.AdamW(nets[0].parameters(), lr=1e-2), ContiguousAdamW(nets[1].parameters(), lr=1e-2)]
     emas = [ForeachEMAHandler(n, 0.05, 0.5, 3) for n in nets]
     data = [torch.randn(2, 2, 9, 9, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    engines = []
     for net, opt, ema in zip(nets, opts, emas):
 
         def step(engine, batch, net=net, opt=opt):
@@ -135,8 +136,13 @@ def test_packed_ema_equals_the_foreach_ema():
         engine = Engine(step)
         ema.attach(engine)
         engine.run(data, max_epochs=2)
+        engines.append(engine)
     assert emas[0]._packed is None and emas[1]._packed is not None  # the packed path was taken
     assert packed_base([p.detach() for p in emas[1].ema_model.parameters()]) is not None
+    assert _same(emas[0].ema_model, emas[1].ema_model) and not _same(emas[1].ema_model, nets[1])
+    for ema, engine in zip(emas, engines):  # an EMA weight replaced by assignment: the per-tensor update takes over
+        ema.ema_model[0].weight.data = ema.ema_model[0].weight.data.clone()
+        engine.run(data, max_epochs=3)
     assert _same(emas[0].ema_model, emas[1].ema_model) and not _same(emas[1].ema_model, nets[1])
 
 

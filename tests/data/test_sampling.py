@@ -90,27 +90,35 @@ def test_subclasses_of_listed_transforms_keep_their_own_set_random_state():
     assert len(calls) == 1
 
 
-def test_the_segmentation_bundle_augmentation_replays_identically(tmp_path, demo_dir):
-    """The whole training augmentation of the segmentation bundle, reseeded per item, equals MONAI's
-    ``set_random_state`` item for item (photometric part on)."""
+def _seeded_items(tmp_path, demo_dir, bundle: str, count: int, base_seed: int, **over):
+    """The bundle's ``train#seeded_dataset`` and, per item, (what it gives for ``(index, seed)``, what a deep copy of
+    its transform gives after MONAI's own ``set_random_state(seed)``)."""
     from helpers import bundle_workflow
 
     wf = bundle_workflow(
-        "segmentation",
+        bundle,
         ["train.json"],
         dataset_dir=demo_dir,
         spatial_size=[32, 32],
-        intensity_prob=0.5,
         ckpt_dir=str(tmp_path / "m"),
         log_dir=str(tmp_path / "l"),
+        **over,
     )
     ds = wf.parser.get_parsed_content("train#seeded_dataset")
     reference = copy.deepcopy(ds.transform)
-    for i in range(12):
+    pairs = []
+    for i in range(count):
         item = ds.dataset[i % 3]
-        reference.set_random_state(seed=1000 + i)
-        expected = reference(copy.deepcopy(item))
-        got = ds[(i % 3, 1000 + i)]
+        reference.set_random_state(seed=base_seed + i)
+        pairs.append((ds[(i % 3, base_seed + i)], reference(copy.deepcopy(item))))
+    return ds, pairs
+
+
+def test_the_segmentation_bundle_augmentation_replays_identically(tmp_path, demo_dir):
+    """The whole training augmentation of the segmentation bundle, reseeded per item, equals MONAI's
+    ``set_random_state`` item for item (photometric part on)."""
+    _, pairs = _seeded_items(tmp_path, demo_dir, "segmentation", 12, 1000, intensity_prob=0.5)
+    for got, expected in pairs:
         assert torch.equal(torch.as_tensor(got["image"]), torch.as_tensor(expected["image"]))
         assert torch.equal(torch.as_tensor(got["label"]), torch.as_tensor(expected["label"]))
 
@@ -118,32 +126,16 @@ def test_the_segmentation_bundle_augmentation_replays_identically(tmp_path, demo
 @pytest.mark.parametrize("bundle", ["seg_guided_diffusion", "meddiff_ft"])
 def test_generator_pipelines_run_directly_and_equal_monai_compose(tmp_path, demo_dir, bundle):
     """The generators' per-item pipelines qualify for the direct calls, and give what MONAI's ``Compose`` gives with
-    the same seed, item for item (ablation and dropout probabilities raised so every branch runs)."""
-    from helpers import bundle_workflow
-
+    the same seed, item for item (condition dropout raised so that its branch runs too)."""
     from monai_siamese.data.sampling import direct_chain
 
-    wf = bundle_workflow(
-        bundle,
-        ["train.json"],
-        dataset_dir=demo_dir,
-        spatial_size=[32, 32],
-        cond_dropout_prob=0.3,
-        ckpt_dir=str(tmp_path / "m"),
-        log_dir=str(tmp_path / "l"),
-    )
-    ds = wf.parser.get_parsed_content("train#seeded_dataset")
+    ds, pairs = _seeded_items(tmp_path, demo_dir, bundle, 16, 2000, cond_dropout_prob=0.3)
     assert direct_chain(ds.transform) is not None
-    reference = copy.deepcopy(ds.transform)
-    for i in range(16):
-        item = ds.dataset[i % 4]
-        reference.set_random_state(seed=2000 + i)
-        expected = reference(copy.deepcopy(item))
-        got = ds[(i % 4, 2000 + i)]
+    for got, expected in pairs:
         assert set(got) == set(expected)
         for k, v in expected.items():
             if isinstance(v, torch.Tensor):
-                assert torch.equal(torch.as_tensor(got[k]), torch.as_tensor(v)), (i, k)
+                assert torch.equal(torch.as_tensor(got[k]), torch.as_tensor(v)), k
 
 
 class _Twice(mt.MapTransform):

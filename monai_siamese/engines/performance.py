@@ -18,6 +18,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from torch import nn
 
+from monai_siamese.engines.optim import pack_parameters, packed_base
+
 __all__ = [
     "CompiledModule",
     "TrainModeCached",
@@ -193,23 +195,22 @@ class ForeachEMAHandler(EMAHandler):
 
     _params: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     _buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    _packed: tuple[torch.Tensor, torch.Tensor, list[int]] | None = None  # EMA buffer, model buffer, their views
+    # EMA buffer, model buffer, the parameters viewing them (EMA's then the model's) and their data pointers
+    _packed: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[int]] | None = None
 
     def _setup(self) -> None:
-        from monai_siamese.engines.optim import pack_parameters, packed_base
-
         ema = list(self.ema_model.parameters())
         model = list(self.model.parameters())
         self._params = (ema, model)
         self._buffers = list(zip(self.ema_model.buffers(), self.model.buffers()))
         # the model's parameters packed into one buffer (ContiguousAdamW): pack the EMA copy the same way, and the
         # update is one lerp over the buffers for as long as the model's parameters stay views of theirs
-        base = packed_base([p.detach() for p in model]) if model else None
+        base = packed_base(model) if model else None
         if base is not None and len(ema) == len(model) and all(
             e.shape == m.shape and e.dtype == m.dtype for e, m in zip(ema, model)
         ):
-            ema_base = pack_parameters(ema)
-            self._packed = (ema_base, base, [p.data_ptr() for p in ema + model])
+            ema_base, views = pack_parameters(ema), ema + model
+            self._packed = (ema_base, base, views, [p.data_ptr() for p in views])
 
     @torch.no_grad()
     def _update_ema_model(self, engine: Engine, name: str) -> None:
@@ -217,7 +218,7 @@ class ForeachEMAHandler(EMAHandler):
         if self._params is None:
             self._setup()
         ema, model = self._params
-        if self._packed is not None and [p.data_ptr() for p in ema + model] == self._packed[2]:
+        if self._packed is not None and [p.data_ptr() for p in self._packed[2]] == self._packed[3]:
             self._packed[0].lerp_(self._packed[1], float(momentum))  # one kernel over the packed buffers
         elif ema:
             torch._foreach_lerp_(ema, model, float(momentum))

@@ -10,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from monai_siamese.engines import ContiguousAdamW, ForeachEMAHandler, pack_parameters, packed_base
+from monai_siamese.engines import (
+    ContiguousAdamW,
+    ForeachEMAHandler,
+    GradientClipHandler,
+    fused_adamw_available,
+    pack_parameters,
+    packed_base,
+)
 from monai_siamese.networks.weights import load_weights, save_weights
 
 OPTIONS = [{}, {"foreach": True}, {"foreach": False}]
@@ -38,8 +45,6 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 @pytest.mark.parametrize("options", OPTIONS + [{"fused": True}])
 def test_update_is_torch_adamw_bit_for_bit(options):
-    from monai_siamese.engines import fused_adamw_available
-
     if options.get("fused") and not fused_adamw_available("cpu"):
         pytest.skip("this torch has no fused CPU AdamW")
     ref, ours = _net(), _net()
@@ -78,7 +83,7 @@ def test_checkpoints_move_between_torch_adamw_and_ours(frozen):
         buf = io.BytesIO()
         torch.save(obj, buf)
         buf.seek(0)
-        return torch.load(buf)
+        return torch.load(buf, weights_only=True)
 
     into_plain, into_ours = _net(frozen), _net(frozen)
     into_plain.load_state_dict(saved(ours.state_dict()))
@@ -171,8 +176,6 @@ def test_training_with_clipping_and_ema_is_bit_identical_to_torch_adamw():
     trajectory bit for bit: the clipping norm is taken per parameter as given, not over the packed buffer (which
     rounds differently)."""
     from ignite.engine import Engine
-
-    from monai_siamese.engines import GradientClipHandler
 
     def deep():
         torch.manual_seed(0)

@@ -25,6 +25,7 @@ from monai_siamese.engines.performance import (
     compile_network,
     fused_adamw_available,
     to_channels_last,
+    tune_cpu_allocator,
     unwrap_network,
 )
 from monai_siamese.engines.prepare_batch import ConditionalDiffusionPrepareBatch, DiffusionLoss
@@ -42,6 +43,7 @@ __all__ = [
     "compile_network",
     "fused_adamw_available",
     "to_channels_last",
+    "tune_cpu_allocator",
     "unwrap_network",
     "ConditionalDiffusionPrepareBatch",
     "DiffusionLoss",

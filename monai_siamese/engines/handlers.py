@@ -161,7 +161,11 @@ class GradientClipHandler:
         grads = [p.grad for p in params]
         norm = torch.nn.utils.get_total_norm(grads, norm_type=self.norm_type, foreach=True)
         if float(norm) + 1e-6 > self.max_norm:
-            torch.nn.utils.clip_grads_with_norm_(params, self.max_norm, norm, foreach=True)
+            flat = opt.packed_gradients() if hasattr(opt, "packed_gradients") else None
+            if flat:  # ContiguousAdamW: the stock call's coefficient, one multiplication per buffer (same products)
+                torch._foreach_mul_(flat, torch.clamp(float(self.max_norm) / (norm + 1e-6), max=1.0))
+            else:
+                torch.nn.utils.clip_grads_with_norm_(params, self.max_norm, norm, foreach=True)
         engine.state.grad_norm = norm
 
 

@@ -143,6 +143,20 @@ class ContiguousAdamW(torch.optim.AdamW):
             return [p for group in self.param_groups for p in group["params"]]
         return [p for params in self._originals for p in params]
 
+    def packed_gradients(self) -> list[torch.Tensor] | None:
+        """The flat gradient buffers (detached gradients copied back in first), which hold every packed parameter's
+        gradient: an element-wise operation on all gradients, such as scaling by a clipping coefficient, then runs
+        once per buffer instead of once per parameter, with the same result. None when not packed or when some
+        parameter outside the buffers has a gradient (the caller then goes per parameter)."""
+        if not self.contiguous or not self._packs:
+            return None
+        for group in self.param_groups:
+            if any(id(p) not in self._packs and p.grad is not None for p in group["params"]):
+                return None
+        for pack in self._packs.values():
+            pack.sync()
+        return [pack.flat.grad for pack in self._packs.values()]
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not self.contiguous:
             return super().zero_grad(set_to_none)

@@ -7,6 +7,12 @@ interleaved in one process, ``block`` iterations at a time; the ratio (bundle / 
 clock and on the process CPU clock) is taken per repeat, and its median and min-max are reported. Siamese-Diffusion
 is timed in both phases of its training: ``early`` (online augmentation off) and ``late`` (on, 2/3 of training).
 
+The bundles tune the C allocator of their process on the CPU (:func:`~monai_siamese.engines.tune_cpu_allocator`), and
+that setting is process-wide: the plain loops in this process run with it too (the ratios against them are the
+engine's own cost). One more plain loop runs in a process of its own (:class:`OwnProcessPlainLoop`), started as a
+user's training script starts, the allocator at its defaults, its blocks interleaved with the others: the ratio
+against it is what a user sees between running the bundle and running a hand-written loop.
+
 With ``compile`` the bundle runs with its ``compile`` option (``torch.compile`` of the denoising network), and two
 more variants join the interleaving: the eager bundle and the plain loop over the compiled network (so the gain of
 compiling is not credited to the engine). The first block of each compiled variant, where dynamo and inductor do
@@ -16,7 +22,9 @@ with the eager one (``break_even_iterations``).
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ from bench.bundle_setup import PlainLoop, TrainerBlocks, bundle_parser
 from bench.output import fmt, fmt_spread, table
 from bench.timing import interleave
 
-__all__ = ["PHASES", "measure_overhead", "overhead_markdown"]
+__all__ = ["PHASES", "OwnProcessPlainLoop", "measure_overhead", "overhead_markdown"]
 
 #: Siamese-Diffusion phases: overrides that put the trainer's inferer in the phase, and the plain loop's settings
 PHASES = {
@@ -92,7 +100,11 @@ def measure_overhead(
             plain = plain_loop("plain")
             default = plain_loop("plain_default", default_adamw=True)
             same = plain_loop("plain_same", same_algorithm=True)
+            own = OwnProcessPlainLoop(
+                method, over, work / "plain_own_process", device, size, batch, block, oa_active=oa_active
+            )
             variants = {"bundle": ours, "plain": plain, "plain_same_algorithm": same, "plain_default_adamw": default}
+            variants["plain_own_process"] = own
             first_block: dict[str, float] = {}
             if compile:
                 eager = _bundle_blocks(method, over, work / "eager", device, size, batch, block)
@@ -115,6 +127,8 @@ def measure_overhead(
                 "ratio_same_algorithm_cpu": inter.ratio("bundle", "plain_same_algorithm", "cpu"),
                 "ratio_default_adamw_wall": inter.ratio("bundle", "plain_default_adamw", "wall"),
                 "ratio_default_adamw_cpu": inter.ratio("bundle", "plain_default_adamw", "cpu"),
+                "ratio_own_process_wall": inter.ratio("bundle", "plain_own_process", "wall"),
+                "ratio_own_process_cpu": inter.ratio("bundle", "plain_own_process", "cpu"),
                 **inter.summary(),
             }
             if compile:
@@ -123,12 +137,83 @@ def measure_overhead(
             log(
                 f"{key}: bundle/plain {fmt_spread(r['ratio_wall'])} (wall), {fmt_spread(r['ratio_cpu'])} (CPU); "
                 f"bundle/plain with the same algorithm {fmt_spread(r['ratio_same_algorithm_cpu'])} (CPU); "
-                f"bundle/plain with default AdamW {fmt_spread(r['ratio_default_adamw_cpu'])} (CPU)"
+                f"bundle/plain with default AdamW {fmt_spread(r['ratio_default_adamw_cpu'])} (CPU); "
+                f"bundle/plain in its own process {fmt_spread(r['ratio_own_process_cpu'])} (CPU)"
             )
             ours.close()
+            own.close()
             if compile:
                 eager.close()
     return results
+
+
+class OwnProcessPlainLoop:
+    """:class:`~bench.bundle_setup.PlainLoop` in a process of its own (``spawn``: a fresh interpreter, as a user's
+    training script): the C allocator at its defaults (``cpu_allocator_tuning`` off), the caller's torch threads.
+    Each call runs one block there and returns its :class:`~bench.timing.Block` (that process's clocks).
+
+    Args:
+        method: the bundle.
+        overrides: config overrides (as for the other plain loops).
+        work: scratch folder.
+        device: device.
+        size: square image size.
+        batch: batch size.
+        block: iterations per block.
+        oa_active: Siamese-Diffusion online augmentation on.
+    """
+
+    def __init__(
+        self, method: str, overrides: dict, work: Path, device: str, size: int, batch: int, block: int,
+        oa_active: bool = False,
+    ) -> None:  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        options = {"overrides": {**overrides, "cpu_allocator_tuning": False}, "work_dir": str(work), "device": device}
+        args = (child, method, options, size, batch, block, oa_active, torch.get_num_threads())
+        self.process = ctx.Process(target=_own_process_worker, args=args, daemon=True)
+        self.process.start()
+        child.close()
+        self._reply()  # built
+
+    def _reply(self) -> Any:
+        kind, value = self.conn.recv()
+        if kind == "error":
+            self.close()
+            raise RuntimeError(f"the plain loop's own process failed:\n{value}")
+        return value
+
+    def __call__(self) -> Any:
+        self.conn.send("block")
+        return self._reply()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send("close")
+            except OSError:
+                pass
+            self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+def _own_process_worker(
+    conn: Any, method: str, options: dict, size: int, batch: int, block: int, oa_active: bool, threads: int
+) -> None:
+    """:class:`OwnProcessPlainLoop`'s process: build the loop, then run a block per request until told to close."""
+    try:
+        torch.set_num_threads(threads)
+        parser = bundle_parser(method, size=size, batch=batch, **options)
+        loop = PlainLoop(parser, block, method, image_weight=0.5, oa_active=oa_active)
+        conn.send(("ok", None))
+        while conn.recv() == "block":
+            conn.send(("ok", loop()))
+    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
 
 
 def _bundle_blocks(method: str, over: dict, work: Path, device: str, size: int, batch: int, block: int) -> Any:
@@ -178,6 +263,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
                 f"**{fmt_spread(r.get('ratio_same_algorithm_cpu'))}**",
                 fmt_spread(r.get("ratio_same_algorithm_wall")),
                 fmt_spread(r.get("ratio_default_adamw_cpu")),
+                f"**{fmt_spread(r.get('ratio_own_process_cpu'))}**",
+                fmt_spread(r.get("ratio_own_process_wall")),
             ]
         )
     header = [
@@ -193,6 +280,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
         "ratio vs plain loop with the same algorithm (CPU clock)",
         "same, wall clock",
         "ratio vs plain loop with default AdamW (CPU clock)",
+        "ratio vs plain loop in its own process, default allocator (CPU clock)",
+        "same, wall clock",
     ]
     return table(header, rows)
 
@@ -251,7 +340,10 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "and batch (noise, timesteps, MSE, backward, step), against that loop doing the same training algorithm "
         "(gradient clipping, LR schedule, EMA of the weights: the difference is then the engine alone), and against "
         "the first loop with torch.optim.AdamW's default implementation (single-tensor on the CPU: what a "
-        "hand-written loop gets). Ratio = bundle / plain images per second, median (min-max) over "
+        "hand-written loop gets). The bundles tune the C allocator of their process on the CPU "
+        "(monai_siamese.engines.tune_cpu_allocator), which the plain loops of this process share; the last "
+        "columns are against the first plain loop run in a process of its own with the allocator's defaults (what "
+        "a user's script gets). Ratio = bundle / plain images per second, median (min-max) over "
         f"{args.repeats} interleaved repeats of {args.block} iterations.",
         "",
         *overhead_markdown(res),

@@ -111,6 +111,33 @@ def test_detached_gradients_and_replaced_weights_are_reattached():
     assert _same(ref, ours)
 
 
+def test_packed_gradients_hold_every_gradient_and_clipping_scales_them_as_torch():
+    """``packed_gradients`` copies a detached gradient back first, so scaling the buffers scales every parameter's
+    gradient; ``GradientClipHandler`` then clips bit for bit as ``clip_grad_norm_`` (detached gradients included)."""
+    from ignite.engine import Engine
+
+    x = torch.randn(4, 2, 9, 9)
+    ref, ours = _net(frozen=True), _net(frozen=True)
+    o_ref, o_ours = torch.optim.AdamW(ref.parameters(), lr=1e-2), ContiguousAdamW(ours.parameters(), lr=1e-2)
+    assert ContiguousAdamW(_net().parameters(), contiguous=False).packed_gradients() is None
+    for net, opt in ((ref, o_ref), (ours, o_ours)):
+        opt.zero_grad()
+        net.zero_grad(set_to_none=True)  # ours: the views dropped, backward makes new tensors
+        net(x).pow(2).mean().backward()
+    assert packed_base([p.grad for p in ours.parameters() if p.requires_grad]) is None
+    flat = o_ours.packed_gradients()
+    assert len(flat) == 1 and packed_base([p.grad for p in ours.parameters() if p.requires_grad]) is not None
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), ours.parameters()) if a.requires_grad)
+    engine = Engine(lambda e, b: None)
+    engine.optimizer = o_ours
+    GradientClipHandler(max_norm=1e-3)(engine)
+    ref_norm = torch.nn.utils.clip_grad_norm_([p for p in ref.parameters() if p.requires_grad], 1e-3)
+    assert float(ref_norm) > 1e-3 and torch.equal(engine.state.grad_norm, ref_norm)  # it clipped
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), ours.parameters()) if a.requires_grad)
+    ours[1].weight.grad = torch.ones_like(ours[1].weight)  # a gradient outside the buffers: per parameter instead
+    assert o_ours.packed_gradients() is None
+
+
 def test_frozen_parameters_stay_out_of_the_buffer_and_unchanged():
     x = torch.randn(4, 2, 9, 9)
     ref, ours = _net(frozen=True), _net(frozen=True)

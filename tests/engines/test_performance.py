@@ -78,3 +78,66 @@ def test_bf16_no_scaler_handler():
     engine16.amp, engine16.scaler = True, marker
     BF16NoScalerHandler(torch.float16)(engine16)
     assert engine16.scaler is marker
+
+
+_ALLOCATOR_PROBE = """
+import ctypes, json, sys
+import torch
+from monai_siamese.engines import tune_cpu_allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mmapped_after_alloc():  # mmap-ed chunks while a fresh 8 MiB tensor is alive
+    x = torch.empty(2 << 20, dtype=torch.float32)
+    n = libc.mallinfo2().hblks
+    del x
+    return n
+
+base = libc.mallinfo2().hblks
+before = mmapped_after_alloc() - base
+tuned = tune_cpu_allocator()
+after = mmapped_after_alloc() - libc.mallinfo2().hblks
+print(json.dumps({"before": before, "after": after, "tuned": tuned, "again": tune_cpu_allocator()}))
+"""
+
+
+def test_tune_cpu_allocator_keeps_large_buffers_in_the_heap():
+    """Measured on the allocator itself, in a fresh process (the setting is process-wide): an 8 MiB buffer is
+    ``mmap``-ed at glibc's defaults and comes from the heap after tuning."""
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only (elsewhere tune_cpu_allocator is a no-op returning False)")
+    out = subprocess.run([sys.executable, "-c", _ALLOCATOR_PROBE], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res == {"before": 1, "after": 0, "tuned": True, "again": True}
+
+
+def test_tune_cpu_allocator_is_a_no_op_without_glibc(monkeypatch):
+    import platform
+
+    from monai_siamese.engines import performance
+
+    monkeypatch.setattr(performance, "_TUNED", {})
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
+    assert performance.tune_cpu_allocator() is False
+
+
+def test_bundles_tune_the_allocator_on_the_cpu_only():
+    from monai_siamese.bundles import read_config
+
+    for name in ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft", "segmentation"):
+        cpu = read_config(name, ["train.json"], {"device": "$torch.device('cpu')"})
+        gpu = read_config(name, ["train.json"], {"device": "$torch.device('cuda:0')"})
+        assert cpu.get_parsed_content("cpu_allocator_tuning") is True
+        assert gpu.get_parsed_content("cpu_allocator_tuning") is False
+        assert any("tune_cpu_allocator" in str(x) for x in cpu["initialize"])

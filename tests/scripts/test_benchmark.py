@@ -108,7 +108,16 @@ def test_overhead_mode(bench, tmp_path, demo_dir):
     r = res["seg_guided_diffusion@16"]
     assert r["ratio_cpu"]["median"] > 0 and r["bundle"]["blocks"][0]["items"] == 2
     assert r["ratio_same_algorithm_cpu"]["median"] > 0 and r["plain_same_algorithm"]["blocks"][0]["items"] == 2
+    # the plain loop in a process of its own (spawned, allocator defaults) ran its blocks there
+    assert r["ratio_own_process_cpu"]["median"] > 0 and r["plain_own_process"]["blocks"][0]["items"] == 2
     assert "seg_guided_diffusion" in "\n".join(overhead_markdown(res))
+
+
+def test_own_process_plain_loop_reports_its_failure(bench, tmp_path, demo_dir):
+    from bench.overhead import OwnProcessPlainLoop
+
+    with pytest.raises(RuntimeError, match="own process failed"):
+        OwnProcessPlainLoop("seg_guided_diffusion", {"network_def#channels": "not a list"}, tmp_path, "cpu", 16, 2, 1)
 
 
 def test_overhead_mode_compiled(bench, tmp_path, demo_dir):

@@ -177,7 +177,11 @@ class OwnProcessPlainLoop:
         self._reply()  # built
 
     def _reply(self) -> Any:
-        kind, value = self.conn.recv()
+        try:
+            kind, value = self.conn.recv()
+        except EOFError:  # the process died without a word (killed, out of memory)
+            self.process.join(timeout=30)
+            kind, value = "error", f"it ended with exit code {self.process.exitcode}"
         if kind == "error":
             self.close()
             raise RuntimeError(f"the plain loop's own process failed:\n{value}")

@@ -248,8 +248,9 @@ def tune_cpu_allocator(mmap_threshold_mib: int = 32, trim_threshold_mib: int = 1
     allocations above its mmap threshold with new ``mmap`` pages, which the kernel zero-fills on first touch and
     ``munmap`` returns on free, so every iteration pays the page faults again; its dynamic threshold only partly
     catches up. Raising the threshold to 32 MiB (glibc's maximum on 64-bit) and the heap trim threshold above it lets
-    freed buffers be reused: the demo UNet's training iteration on one thread ran 4-11 % faster at 64 x 64 and
-    3-9 % at 32 x 32, peak RSS unchanged (``docs/results/benchmark_overhead``, round 10). What it costs: up to
+    freed buffers be reused: the three generators' demo training steps on one thread ran 2-13 % faster (a plain
+    loop, tuned against untuned in separate processes; none measurable for the segmentation bundle), peak RSS
+    unchanged (``docs/results/benchmark_overhead``, round 10). What it costs: up to
     ``trim_threshold_mib`` of freed memory stays with the process instead of going back to the system. The same
     effect as starting the process with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set, or jemalloc.
 

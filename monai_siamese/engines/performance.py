@@ -250,9 +250,9 @@ def tune_cpu_allocator(mmap_threshold_mib: int = 32, trim_threshold_mib: int = 1
     catches up. Raising the threshold to 32 MiB (glibc's maximum on 64-bit) and the heap trim threshold above it lets
     freed buffers be reused: the three generators' demo training steps on one thread ran 2-13 % faster (a plain
     loop, tuned against untuned in separate processes; none measurable for the segmentation bundle), peak RSS
-    unchanged (``docs/results/benchmark_overhead``, round 10). What it costs: up to
-    ``trim_threshold_mib`` of freed memory stays with the process instead of going back to the system. The same
-    effect as starting the process with ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set, or jemalloc.
+    unchanged (``docs/results/benchmark_overhead``, round 10). What it costs: up to ``trim_threshold_mib`` of freed
+    memory stays with the process instead of going back to the system. The same effect as starting the process with
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set, or jemalloc.
 
     It changes the whole process's allocator (not only the caller's tensors), so it is opt-in: the bundles call it
     from ``initialize`` when their device is the CPU (``cpu_allocator_tuning`` in ``common.json``). A no-op that

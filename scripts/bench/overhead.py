@@ -103,8 +103,13 @@ def measure_overhead(
             own = OwnProcessPlainLoop(
                 method, over, work / "plain_own_process", device, size, batch, block, oa_active=oa_active
             )
-            variants = {"bundle": ours, "plain": plain, "plain_same_algorithm": same, "plain_default_adamw": default}
-            variants["plain_own_process"] = own
+            variants = {
+                "bundle": ours,
+                "plain": plain,
+                "plain_same_algorithm": same,
+                "plain_default_adamw": default,
+                "plain_own_process": own,
+            }
             first_block: dict[str, float] = {}
             if compile:
                 eager = _bundle_blocks(method, over, work / "eager", device, size, batch, block)
@@ -149,7 +154,8 @@ def measure_overhead(
 
 class OwnProcessPlainLoop:
     """:class:`~bench.bundle_setup.PlainLoop` in a process of its own (``spawn``: a fresh interpreter, as a user's
-    training script): the C allocator at its defaults (``cpu_allocator_tuning`` off), the caller's torch threads.
+    training script): the C allocator at its defaults (``cpu_allocator_tuning`` off unless ``allocator_tuning``), the
+    caller's torch threads.
     Each call runs one block there and returns its :class:`~bench.timing.Block` (that process's clocks).
 
     Args:
@@ -161,15 +167,18 @@ class OwnProcessPlainLoop:
         batch: batch size.
         block: iterations per block.
         oa_active: Siamese-Diffusion online augmentation on.
+        allocator_tuning: tune the allocator there as the bundles do (to time the setting alone against an untuned
+            twin, ``docs/results/benchmark_overhead/round10/alloc_ab.py``).
     """
 
     def __init__(
         self, method: str, overrides: dict, work: Path, device: str, size: int, batch: int, block: int,
-        oa_active: bool = False,
+        oa_active: bool = False, allocator_tuning: bool = False,
     ) -> None:  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        options = {"overrides": {**overrides, "cpu_allocator_tuning": False}, "work_dir": str(work), "device": device}
+        over = {**overrides, "cpu_allocator_tuning": bool(allocator_tuning)}
+        options = {"overrides": over, "work_dir": str(work), "device": device}
         args = (child, method, options, size, batch, block, oa_active, torch.get_num_threads())
         self.process = ctx.Process(target=_own_process_worker, args=args, daemon=True)
         self.process.start()

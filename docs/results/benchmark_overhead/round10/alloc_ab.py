@@ -4,35 +4,25 @@ second, median (min-max) over the repeats.
 
     OMP_NUM_THREADS=1 python docs/results/benchmark_overhead/round10/alloc_ab.py METHOD SIZE [REPEATS]
 """
-import multiprocessing
 import pathlib
 import statistics
 import sys
 import tempfile
 
-import torch
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4] / "scripts"))
 from bench import overhead  # noqa: E402
 
 
-class Loop(overhead.OwnProcessPlainLoop):
-    def __init__(self, method, size, tune, work):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        opts = {"overrides": {"num_iterations": 100_000, "cpu_allocator_tuning": tune}, "work_dir": work, "device": "cpu"}
-        args = (child, method, opts, size, 8, 10, False, torch.get_num_threads())
-        self.process = ctx.Process(target=overhead._own_process_worker, args=args, daemon=True)
-        self.process.start()
-        child.close()
-        self._reply()
+def make_loop(method: str, size: int, tune: bool, work: str) -> overhead.OwnProcessPlainLoop:
+    over = {"num_iterations": 100_000}
+    return overhead.OwnProcessPlainLoop(method, over, pathlib.Path(work), "cpu", size, 8, 10, allocator_tuning=tune)
 
 
 if __name__ == "__main__":
     method, size = sys.argv[1], int(sys.argv[2])
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 7
     work = tempfile.mkdtemp()
-    loops = {"default": Loop(method, size, False, work + "/d"), "tuned": Loop(method, size, True, work + "/t")}
+    loops = {"default": make_loop(method, size, False, work + "/d"), "tuned": make_loop(method, size, True, work + "/t")}
     for loop in loops.values():
         loop()  # warm-up
     rates = {k: [] for k in loops}

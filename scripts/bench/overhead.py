@@ -62,6 +62,7 @@ def measure_overhead(
     overrides: dict[str, Any] | None = None,
     compile: bool = False,
     log=print,
+    seed: int | None = 0,
 ) -> dict[str, Any]:
     """Interleaved bundle-vs-plain timing for every method (and Siamese phase) and size.
 
@@ -76,6 +77,9 @@ def measure_overhead(
         overrides: extra config overrides for both variants (e.g. a tiny network for tests).
         compile: the bundle with ``compile: true``, against the eager bundle and a plain loop over the compiled
             network as well.
+        seed: common random numbers (:func:`~bench.timing.interleave`): every variant's ``k``-th block draws its
+            noise and timesteps from torch seeded with ``seed + k``, so all variants do the same online augmentation
+            work (Siamese-Diffusion) in a round; None for independent draws.
     """
     results: dict[str, Any] = {}
     for size in sizes:
@@ -118,7 +122,7 @@ def measure_overhead(
                     t0 = time.perf_counter()
                     variants[name]()  # the compiled variants' first call compiles
                     first_block[name] = time.perf_counter() - t0
-            inter = interleave(variants, repeats=repeats, warmup=1, log=log)
+            inter = interleave(variants, repeats=repeats, warmup=1, log=log, seed=seed)
             results[key] = {
                 "method": method,
                 "phase": phase or None,
@@ -196,8 +200,15 @@ class OwnProcessPlainLoop:
             raise RuntimeError(f"the plain loop's own process failed:\n{value}")
         return value
 
+    _seed: int | None = None
+
+    def manual_seed(self, seed: int) -> None:
+        """Seed that process's torch random generator before the next block (common random numbers)."""
+        self._seed = int(seed)
+
     def __call__(self) -> Any:
-        self.conn.send("block")
+        self.conn.send(("block", self._seed))
+        self._seed = None
         return self._reply()
 
     def close(self) -> None:
@@ -221,7 +232,9 @@ def _own_process_worker(
         parser = bundle_parser(method, size=size, batch=batch, **options)
         loop = PlainLoop(parser, block, method, image_weight=0.5, oa_active=oa_active)
         conn.send(("ok", None))
-        while conn.recv() == "block":
+        while (request := conn.recv()) != "close":
+            if request[1] is not None:
+                torch.manual_seed(request[1])
             conn.send(("ok", loop()))
     except Exception:  # noqa: BLE001 - sent to the parent, which raises it
         conn.send(("error", traceback.format_exc()))
@@ -356,7 +369,9 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "hand-written loop gets). The bundles tune the C allocator of their process on the CPU "
         "(monai_siamese.engines.tune_cpu_allocator), which the plain loops of this process share; the last "
         "columns are against the first plain loop run in a process of its own with the allocator's defaults (what "
-        "a user's script gets). Ratio = bundle / plain images per second, median (min-max) over "
+        "a user's script gets). Every variant's k-th block draws its noise and timesteps from the same seed (common "
+        "random numbers: equal online augmentation work in Siamese-Diffusion's late phase). Ratio = bundle / plain "
+        "images per second, median (min-max) over "
         f"{args.repeats} interleaved repeats of {args.block} iterations.",
         "",
         *overhead_markdown(res),

@@ -141,6 +141,7 @@ def interleave(
     repeats: int = 3,
     warmup: int = 1,
     log: Callable[[str], None] | None = None,
+    seed: int | None = None,
 ) -> Interleaved:
     """Run each variant's block ``warmup`` times (discarded), then ``repeats`` rounds of A B C ... A B C ....
 
@@ -149,14 +150,25 @@ def interleave(
         repeats: timed rounds (at least 3 for a median with a spread).
         warmup: untimed rounds first.
         log: optional printer of each block's throughput.
+        seed: common random numbers: before each variant's block of round ``k`` (warm-up rounds counted), torch's
+            random generator is seeded with ``seed + k`` (by the variant's own ``manual_seed(s)`` where it has one,
+            e.g. a variant that runs in another process), so that variants drawing the same random numbers in the
+            same order do the same work in a round. Where the work depends on the draws (Siamese-Diffusion's online
+            augmentation runs for the samples whose timestep is small: 0 to 14 of 80 in a block of 10 iterations of
+            8), independent draws put that spread into the ratio.
     """
-    for _ in range(warmup):
+    def run(fn: Callable[[], Block], k: int) -> Block:
+        if seed is not None:
+            getattr(fn, "manual_seed", torch.manual_seed)(seed + k)
+        return fn()
+
+    for k in range(warmup):
         for fn in variants.values():
-            fn()
+            run(fn, k)
     blocks: dict[str, list[Block]] = {name: [] for name in variants}
     for r in range(repeats):
         for name, fn in variants.items():
-            b = fn()
+            b = run(fn, warmup + r)
             blocks[name].append(b)
             if log is not None:
                 log(

@@ -43,6 +43,37 @@ def test_spread_and_interleaved_ratios(bench):
     assert inter.rate("a", "cpu")["median"] == 15.0
 
 
+def test_interleave_common_random_numbers(bench):
+    """With a seed, every variant's k-th block starts from the same torch seed (through the variant's own
+    ``manual_seed`` where it has one), so variants drawing alike draw the same numbers in a round."""
+    from bench.timing import Block, interleave
+
+    draws = {"a": [], "b": [], "c": []}
+    seeds = []
+
+    def variant(name):
+        def run():
+            draws[name].append(torch.randint(0, 1000, (4,)).tolist())
+            return Block(items=1, wall_s=1.0, cpu_s=1.0)
+
+        return run
+
+    class OwnSeed:
+        def manual_seed(self, s):
+            seeds.append(s)
+
+        def __call__(self):
+            draws["c"].append(None)
+            return Block(items=1, wall_s=1.0, cpu_s=1.0)
+
+    interleave({"a": variant("a"), "b": variant("b"), "c": OwnSeed()}, repeats=3, warmup=1, seed=7)
+    assert draws["a"] == draws["b"] and len(draws["a"]) == 4
+    assert len({tuple(d) for d in draws["a"]}) == 4  # a new seed each round
+    assert seeds == [7, 8, 9, 10] and len(draws["c"]) == 4
+    interleave({"a": variant("a"), "b": variant("b")}, repeats=3, warmup=1)  # no seed: independent draws
+    assert draws["a"][4:] != draws["b"][4:]
+
+
 def test_quick_speed_mode_writes_json_and_markdown(bench, tmp_path, demo_dir):
     args = ["--quick", "--device", "cpu", "--resolution", "16", "--batch", "2", "--sample_batch", "2"]
     args += ["--channels", "8", "16", "--steps", "1", "--repeats", "1", "--skip_quality"]

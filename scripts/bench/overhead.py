@@ -138,6 +138,8 @@ def measure_overhead(
                 "ratio_default_adamw_cpu": inter.ratio("bundle", "plain_default_adamw", "cpu"),
                 "ratio_own_process_wall": inter.ratio("bundle", "plain_own_process", "wall"),
                 "ratio_own_process_cpu": inter.ratio("bundle", "plain_own_process", "cpu"),
+                "ratio_own_process_cpu_interval": inter.ratio_interval("bundle", "plain_own_process", "cpu"),
+                "ratio_cpu_interval": inter.ratio_interval("bundle", "plain", "cpu"),
                 **inter.summary(),
             }
             if compile:
@@ -270,6 +272,11 @@ def _compile_figures(inter: Any, first_block: dict[str, float], block: int) -> d
     }
 
 
+def _fmt_interval(ci: dict[str, float] | None) -> str:
+    """``geomean [low, high]`` of :meth:`~bench.timing.Interleaved.ratio_interval` (``-`` for older results)."""
+    return "-" if not ci else f"{ci['geomean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
 def overhead_markdown(results: dict[str, Any]) -> list[str]:
     """The overhead table: images/s of both variants and the ratios, median (min-max) over repeats."""
     rows = []
@@ -291,6 +298,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
                 fmt_spread(r.get("ratio_default_adamw_cpu")),
                 f"**{fmt_spread(r.get('ratio_own_process_cpu'))}**",
                 fmt_spread(r.get("ratio_own_process_wall")),
+                _fmt_interval(r.get("ratio_own_process_cpu_interval")),
+                _fmt_interval(r.get("ratio_cpu_interval")),
             ]
         )
     header = [
@@ -308,6 +317,8 @@ def overhead_markdown(results: dict[str, Any]) -> list[str]:
         "ratio vs plain loop with default AdamW (CPU clock)",
         "ratio vs plain loop in its own process, default allocator (CPU clock)",
         "same, wall clock",
+        "vs own process: geometric mean [95 % CI] (CPU clock)",
+        "vs plain loop: geometric mean [95 % CI] (CPU clock)",
     ]
     return table(header, rows)
 
@@ -372,7 +383,8 @@ def run_overhead_mode(args: Any, device: torch.device) -> tuple[dict, str]:
         "a user's script gets). Every variant's k-th block draws its noise and timesteps from the same seed (common "
         "random numbers: equal online augmentation work in Siamese-Diffusion's late phase). Ratio = bundle / plain "
         "images per second, median (min-max) over "
-        f"{args.repeats} interleaved repeats of {args.block} iterations.",
+        f"{args.repeats} interleaved repeats of {args.block} iterations; the last two columns give the geometric "
+        "mean of the per-repeat ratios with its 95 % t-interval (how precisely the repeats pin the ratio down).",
         "",
         *overhead_markdown(res),
     ]

@@ -41,6 +41,9 @@ def test_spread_and_interleaved_ratios(bench):
     assert order == ["a", "b"] * 4  # warm-up round, then A B A B A B
     assert inter.ratio("a", "b")["median"] == 2.0 and inter.ratio("a", "b")["min"] == 2.0
     assert inter.rate("a", "cpu")["median"] == 15.0
+    ci = inter.ratio_interval("a", "b")  # ratios 2, 3, 2: geometric mean 12 ** (1/3), a t-interval around it
+    assert ci["n"] == 3 and abs(ci["geomean"] - 12 ** (1 / 3)) < 1e-9 and ci["low"] < ci["geomean"] < ci["high"]
+    assert ci["low"] < 2.0 and ci["high"] > 3.0
 
 
 def test_interleave_common_random_numbers(bench):
@@ -141,6 +144,7 @@ def test_overhead_mode(bench, tmp_path, demo_dir):
     assert r["ratio_same_algorithm_cpu"]["median"] > 0 and r["plain_same_algorithm"]["blocks"][0]["items"] == 2
     # the plain loop in a process of its own (spawned, allocator defaults) ran its blocks there
     assert r["ratio_own_process_cpu"]["median"] > 0 and r["plain_own_process"]["blocks"][0]["items"] == 2
+    assert r["ratio_own_process_cpu_interval"]["n"] == 1 and r["ratio_cpu_interval"]["geomean"] > 0
     assert "seg_guided_diffusion" in "\n".join(overhead_markdown(res))
 
 

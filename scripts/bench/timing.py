@@ -117,29 +117,24 @@ class Interleaved:
         attr = "items_per_s" if clock == "wall" else "items_per_cpu_s"
         return spread([getattr(b, attr) for b in self.blocks[name]])
 
-    def ratio(self, num: str, den: str, clock: str = "wall") -> dict[str, float]:
-        """Throughput ratio ``num / den`` per repeat (the blocks of one repeat ran next to each other)."""
+    def ratios(self, num: str, den: str, clock: str = "wall") -> list[float]:
+        """Throughput ratios ``num / den``, one per repeat (the blocks of one repeat ran next to each other)."""
         attr = "items_per_s" if clock == "wall" else "items_per_cpu_s"
         pairs = zip(self.blocks[num], self.blocks[den])
-        return spread([getattr(a, attr) / max(getattr(b, attr), 1e-12) for a, b in pairs])
+        return [getattr(a, attr) / max(getattr(b, attr), 1e-12) for a, b in pairs]
+
+    def ratio(self, num: str, den: str, clock: str = "wall") -> dict[str, float]:
+        """Median (min-max) of the per-repeat throughput ratios ``num / den``."""
+        return spread(self.ratios(num, den, clock))
 
     def ratio_interval(self, num: str, den: str, clock: str = "wall") -> dict[str, float]:
-        """Geometric mean of the per-repeat ratios ``num / den`` with its two-sided 95 % t-interval (over the logs
-        of the ratios): how precisely the repeats pin the ratio down, where the min-max of :meth:`ratio` only says
-        how far single repeats strayed."""
-        from scipy import stats
+        """Geometric mean of the per-repeat ratios ``num / den`` with its two-sided 95 % t-interval (the evaluation's
+        :func:`~monai_siamese.evaluation.report.ci95` over the logs of the ratios): how precisely the repeats pin the
+        ratio down, where the min-max of :meth:`ratio` only says how far single repeats strayed."""
+        from monai_siamese.evaluation.report import ci95
 
-        attr = "items_per_s" if clock == "wall" else "items_per_cpu_s"
-        logs = [
-            math.log(getattr(a, attr) / max(getattr(b, attr), 1e-12))
-            for a, b in zip(self.blocks[num], self.blocks[den])
-        ]
-        n = len(logs)
-        if n == 0:
-            return {"geomean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-        m = statistics.fmean(logs)
-        half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(logs) / math.sqrt(n) if n > 1 else 0.0
-        return {"geomean": math.exp(m), "low": math.exp(m - half), "high": math.exp(m + half), "n": n}
+        m, low, high, n = ci95([math.log(r) for r in self.ratios(num, den, clock)])
+        return {"geomean": math.exp(m), "low": math.exp(low), "high": math.exp(high), "n": n}
 
     def summary(self) -> dict[str, Any]:
         """JSON-able rates and raw blocks."""

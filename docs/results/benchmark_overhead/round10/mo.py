@@ -1,8 +1,8 @@
-import sys, time, ctypes, os, torch
+import sys, time, os, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[4] / "scripts"))
-if sys.argv[1] == "tuned":
-    libc = ctypes.CDLL("libc.so.6")
-    print("mallopt", libc.mallopt(-3, 32 << 20), libc.mallopt(-1, int(os.environ.get("TRIM_MB", "256")) << 20))
+if sys.argv[1] == "tuned":  # mmap threshold 32 MiB, trim threshold TRIM_MB (256 unless set)
+    from monai_siamese.engines import tune_cpu_allocator
+    print("tuned", tune_cpu_allocator(32, int(os.environ.get("TRIM_MB", "256"))))
 size, threads = int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 from bench.bundle_setup import bundle_parser, first_batch

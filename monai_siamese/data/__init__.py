@@ -22,6 +22,7 @@ from monai_siamese.data.loader import PrefetchDataLoader
 from monai_siamese.data.mixing import (
     SYNTHETIC_KEY,
     MixedBatchSampler,
+    SyntheticOnlyd,
     load_synthetic_datalists,
     synthetic_per_batch,
     synthetic_phase_batches,
@@ -55,6 +56,7 @@ __all__ = [
     "PrefetchDataLoader",
     "Problem",
     "SYNTHETIC_KEY",
+    "SyntheticOnlyd",
     "ScaleIntensityPresetd",
     "ResumableBatchSampler",
     "SaveSliceLabeld",

@@ -9,10 +9,15 @@ synthetic run with the same iteration budget take the same number of optimizer s
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from monai.transforms import Compose, Randomizable, apply_transform
+from monai.utils import MAX_SEED
 
 from monai_siamese.data.datalist import DatalistError, load_datalist
-from monai_siamese.data.sampling import ResumableBatchSampler
+from monai_siamese.data.sampling import ResumableBatchSampler, reseed
 
 __all__ = [
     "SYNTHETIC_KEY",
@@ -21,6 +26,7 @@ __all__ = [
     "synthetic_per_batch",
     "synthetic_phase_batches",
     "MixedBatchSampler",
+    "SyntheticOnlyd",
 ]
 
 #: entry key marking a synthetic pair (written by :class:`~monai_siamese.data.SyntheticPairWriter`)
@@ -165,3 +171,48 @@ class MixedBatchSampler(ResumableBatchSampler):
             return super().batch(b)
         start = phase * self.n_real + (b - phase) * self.batch_size
         return self.items(0, start, self.batch_size)
+
+
+class SyntheticOnlyd(Randomizable):
+    """Apply ``transform`` to synthetic items only (``item[key]`` true); real items pass through untouched.
+
+    For augmentation that only the synthetic pairs need, e.g. photometric augmentation of generated images (GenSeg,
+    Zhang et al., Nat. Commun. 2025, augments its synthetic images photometrically): their intensities are a
+    generator's estimate, so the segmenter should not learn them exactly, while the real-only arm of a comparison keeps
+    its own augmentation unchanged.
+
+    Seeding (:class:`~monai_siamese.data.SeededDataset`): :meth:`set_random_state` only records the item's seed, and
+    the inner transform is seeded from it when a synthetic item arrives, so a real item costs nothing. In a
+    ``Compose`` the seeds of its members are drawn in order, so placed after the other random transforms this one
+    leaves their draws, and so every real item, exactly as without it.
+
+    Args:
+        transform: a transform or a sequence of transforms (composed) for the synthetic items.
+        key: the item key that marks a synthetic item.
+    """
+
+    def __init__(self, transform: Callable | Sequence[Callable], key: str = SYNTHETIC_KEY) -> None:
+        self.transform = Compose(list(transform)) if isinstance(transform, Sequence) else transform
+        self.key = key
+        self._seed: int | None = None
+        self._states: dict[int, np.random.RandomState] = {}
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> SyntheticOnlyd:
+        """Record ``seed`` for the next item (or take ``state`` as this transform's generator)."""
+        if state is not None:
+            super().set_random_state(state=state)
+        self._seed = None if seed is None else int(seed) % MAX_SEED
+        return self
+
+    def randomize(self, data: Any = None) -> int:
+        """The seed of the inner transform: the recorded one, or a draw from this transform's own generator."""
+        seed, self._seed = self._seed, None
+        return int(self.R.randint(MAX_SEED, dtype="uint32")) if seed is None else seed
+
+    def __call__(self, data: Mapping) -> Any:
+        seed = self.randomize()
+        if not data.get(self.key, False):
+            return data
+        if isinstance(self.transform, Randomizable):
+            reseed(self.transform, seed, self._states)
+        return apply_transform(self.transform, data)

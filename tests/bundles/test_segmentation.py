@@ -116,6 +116,26 @@ def test_photometric_augmentation_changes_only_the_image_and_replays_per_seed(tm
     assert torch.equal(torch.as_tensor(item["image"]), torch.as_tensor(real["image"]))
 
 
+def test_synthetic_photometric_augmentation_changes_synthetic_images_only(tmp_path, demo_dir, synthetic_datalist):
+    """``synthetic_intensity_prob`` augments the images of synthetic items only: real items are exactly those of a
+    run without it, labels never change, and the same item seed gives the same image."""
+    fixed = {"flip_prob": 0.0, "affine_prob": 0.0, "intensity_prob": 0.0, "synthetic_datalist": synthetic_datalist}
+    on = _workflow(tmp_path, demo_dir, synthetic_intensity_prob=1.0, **fixed)
+    off = _workflow(tmp_path / "off", demo_dir, synthetic_intensity_prob=0.0, **fixed)
+    data_on = on.parser.get_parsed_content("train#seeded_dataset")
+    data_off = off.parser.get_parsed_content("train#seeded_dataset")
+    num_real = len(on.parser.get_parsed_content("train#dataset"))
+    real_on, real_off = data_on[(0, 3)], data_off[(0, 3)]
+    assert not real_on["synthetic"]
+    assert torch.equal(torch.as_tensor(real_on["image"]), torch.as_tensor(real_off["image"]))
+    syn_on, syn_off = data_on[(num_real, 3)], data_off[(num_real, 3)]
+    assert syn_on["synthetic"]
+    assert torch.equal(torch.as_tensor(syn_off["image"]), torch.as_tensor(data_off.dataset[num_real]["image"]))
+    assert not torch.allclose(torch.as_tensor(syn_on["image"]), torch.as_tensor(syn_off["image"]), atol=1e-3)
+    assert torch.equal(torch.as_tensor(syn_on["label"]), torch.as_tensor(syn_off["label"]))
+    assert torch.equal(torch.as_tensor(data_on[(num_real, 3)]["image"]), torch.as_tensor(syn_on["image"]))
+
+
 def test_synthetic_datalist_trains_a_plain_monai_pipeline(tmp_path, synthetic_datalist):
     """A MONAI 2D segmentation set-up that knows nothing of this project reads the synthetic datalist unchanged."""
     from monai.data import DataLoader, Dataset, load_decathlon_datalist

@@ -137,3 +137,26 @@ def test_invalid_synthetic_phase_fails_clearly():
         synthetic_phase_batches(1.5, 600)
     with pytest.raises(ValueError, match="synthetic_batches"):
         MixedBatchSampler(num_real=4, num_synthetic=4, batch_size=4, synthetic_ratio=0.5, synthetic_batches=-1)
+
+
+def test_synthetic_only_transform_leaves_real_items_and_replays_per_seed():
+    """``SyntheticOnlyd`` changes synthetic items only, the same way for the same seed, and does not move the random
+    draws of the transforms before it in a ``Compose`` (so real items are augmented exactly as without it)."""
+    from monai.transforms import Compose, RandGaussianNoised
+
+    from monai_siamese.data import SeededDataset, SyntheticOnlyd
+
+    items = [{"image": torch.zeros(1, 8, 8), "synthetic": s} for s in (False, True)]
+    before = RandGaussianNoised("image", prob=1.0, std=1.0)
+    only = SyntheticOnlyd([RandGaussianNoised("image", prob=1.0, std=1.0)])
+    with_it = SeededDataset(items, Compose([before, only]))
+    without = SeededDataset(items, Compose([RandGaussianNoised("image", prob=1.0, std=1.0)]))
+    real, synthetic = with_it[(0, 5)], with_it[(1, 5)]
+    assert torch.equal(real["image"], without[(0, 5)]["image"])  # real: only the first transform, same draws
+    assert not torch.equal(synthetic["image"], without[(1, 5)]["image"])  # synthetic: noise added twice
+    assert torch.equal(with_it[(1, 5)]["image"], synthetic["image"])  # same seed, same result (exact resume)
+    assert not torch.equal(with_it[(1, 6)]["image"], synthetic["image"])
+    plain = only({"image": torch.zeros(1, 4, 4), "synthetic": False})
+    assert torch.equal(plain["image"], torch.zeros(1, 4, 4))
+    unseeded = only({"image": torch.zeros(1, 4, 4), "synthetic": True})  # no seed given: its own generator
+    assert float(unseeded["image"].abs().sum()) > 0

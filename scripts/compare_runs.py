@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--new", required=True, help="results.json of the run with the changed setting")
     p.add_argument("--base_name", default="base")
     p.add_argument("--new_name", default="new")
+    p.add_argument("--regimes", default=None, help="compare only these N, e.g. 8 or 4,8 (default: every N of --new)")
     args = p.parse_args(argv)
     new_table, base_table = load_runs(args.new), load_runs(args.base)
     new, base, real = arm_runs(new_table, args.arm), arm_runs(base_table, args.arm), arm_runs(base_table, "real")
-    keys = sorted(new)
+    regimes = None if args.regimes is None else {int(n) for n in str(args.regimes).split(",") if n.strip()}
+    keys = sorted(k for k in new if regimes is None or k[0] in regimes)
     missing = [k for k in keys if k not in base or k not in real]
     if not keys:
-        raise SystemExit(f"{args.arm}: no runs in {args.new}")
+        raise SystemExit(f"{args.arm}: no runs in {args.new}" + (f" for N in {sorted(regimes)}" if regimes else ""))
     if missing:
         raise SystemExit(f"{args.arm}: runs missing in {args.base}: {missing}")
     real_new = arm_runs(new_table, "real")

@@ -10,9 +10,10 @@ from helpers import load_script
 ARM = "seg_guided_diffusion@augmented"
 
 
-def _results(path, real, arm):
-    runs = [{"arm": "real", "regime": 4, "draw": d, "seed": s, "dice": {"mean": v}} for (d, s), v in real.items()]
-    runs += [{"arm": ARM, "regime": 4, "draw": d, "seed": s, "dice": {"mean": v}} for (d, s), v in arm.items()]
+def _results(path, real, arm, regime=4, more=()):
+    runs = [{"arm": "real", "regime": regime, "draw": d, "seed": s, "dice": {"mean": v}} for (d, s), v in real.items()]
+    runs += [{"arm": ARM, "regime": regime, "draw": d, "seed": s, "dice": {"mean": v}} for (d, s), v in arm.items()]
+    runs += list(more)
     path.write_text(json.dumps({"runs": runs}))
     return str(path)
 
@@ -35,3 +36,17 @@ def test_paired_table_and_refusals(tmp_path):
         cmp.main(["--arm", ARM, "--base", short, "--new", new])
     with pytest.raises(SystemExit, match="no runs"):
         cmp.main(["--arm", "nothing@here", "--base", base, "--new", new])
+
+
+def test_regimes_restrict_the_comparison_to_the_runs_both_results_have(tmp_path):
+    cmp = load_script("compare_runs")
+    real = {(0, 0): 0.80, (0, 1): 0.82}
+    base = _results(tmp_path / "base.json", real, {(0, 0): 0.81, (0, 1): 0.80}, regime=8)
+    n4 = [{"arm": a, "regime": 4, "draw": 0, "seed": 0, "dice": {"mean": 0.7}} for a in ("real", ARM)]
+    new = _results(tmp_path / "new.json", real, {(0, 0): 0.84, (0, 1): 0.83}, regime=8, more=n4)
+    with pytest.raises(SystemExit, match="runs missing"):  # N = 4 is in --new only
+        cmp.main(["--arm", ARM, "--base", base, "--new", new])
+    text = cmp.main(["--arm", ARM, "--base", base, "--new", new, "--regimes", "8"])
+    assert "| 8, 0, 0 | 0.800 | 0.810 | 0.840 |" in text and "| 4," not in text
+    with pytest.raises(SystemExit, match=r"no runs .* for N in \[16\]"):
+        cmp.main(["--arm", ARM, "--base", base, "--new", new, "--regimes", "16"])

@@ -16,9 +16,9 @@ import argparse
 from monai_siamese.evaluation.report import load_runs, paired_summary
 
 
-def arm_runs(table: dict, arm: str) -> dict[tuple, float]:
-    """``(regime, draw, seed) -> mean Dice`` of ``arm`` in a :func:`load_runs` table."""
-    return {k[1:]: dice["mean"] for k, dice in table.items() if k[0] == arm}
+def arm_runs(table: dict, arm: str, key: str = "mean") -> dict[tuple, float]:
+    """``(regime, draw, seed) -> Dice[key]`` (mean Dice, or a class's) of ``arm`` in a :func:`load_runs` table."""
+    return {k[1:]: dice[key] for k, dice in table.items() if k[0] == arm}
 
 
 def main(argv: list[str] | None = None) -> str:

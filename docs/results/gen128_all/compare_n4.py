@@ -9,17 +9,20 @@ gain over the real-only run of its own machine, same draw and seed.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from monai_siamese.evaluation.report import load_runs, paired_summary
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+from compare_runs import arm_runs  # noqa: E402
 
 METHODS = ("seg_guided_diffusion", "siamese_diffusion", "meddiff_ft")
 
 
 def gains(table: dict, arm: str, n: int, key: str = "mean") -> dict[tuple, float]:
     """``(draw, seed) -> Dice[key](arm) - Dice[key](real)`` at N = ``n``."""
-    runs = {k[1:]: v for k, v in table.items() if k[0] == arm and k[1] == n}
-    real = {k[1:]: v for k, v in table.items() if k[0] == "real" and k[1] == n}
-    return {k[1:]: v[key] - real[k][key] for k, v in runs.items()}
+    runs, real = arm_runs(table, arm, key), arm_runs(table, "real", key)
+    return {k[1:]: v - real[k] for k, v in runs.items() if k[0] == n}
 
 
 def main(base_path: str, new_path: str, n: int = 4) -> str:

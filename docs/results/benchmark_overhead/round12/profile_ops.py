@@ -1,8 +1,9 @@
 """Siamese-Diffusion's bundle iteration against the plain loop of the same process, op by op: both run 4 blocks of
 10 iterations with the same seeds (common random numbers: the same timesteps, the same online-augmentation samples)
 without and then under ``torch.profiler``; prints each variant's minor page faults and CPU seconds per iteration
-(unprofiled blocks: the CPU time moves with the machine's load) and the total self CPU time of its aten ops, then the ops whose self CPU time differs most and every op whose call count differs. Counts do not depend on
-the machine's load; the times (inflated by the profiler) only rank what differs.
+(unprofiled blocks: the CPU time moves with the machine's load) and the total self CPU time of its aten ops, then
+the ops whose self CPU time differs most and every op whose call count differs. Counts do not depend on the
+machine's load; the times (inflated by the profiler) only rank what differs.
 
     OMP_NUM_THREADS=1 python docs/results/benchmark_overhead/round12/profile_ops.py [early|late] [SIZE]
 """

@@ -57,7 +57,9 @@ class BundleSpec:
         name: bundle folder name under ``bundles/``.
         kind: :class:`BundleKind`.
         base: a generator this one fine-tunes: it is trained first on the same data and passed as
-            ``pretrained_path`` (MedDiff-FT fine-tunes the segmentation-guided model).
+            ``pretrained_key`` (MedDiff-FT fine-tunes the segmentation-guided model).
+        pretrained_key: the override that takes the weights file of a generator this one starts from (its ``base``,
+            or a warm start chosen by the evaluation: ``EvaluationConfig.warm_starts``).
         network_keys: config ids of the network definitions (where size overrides go, e.g. ``network_def#channels``).
         description: one line for help texts.
     """
@@ -65,6 +67,7 @@ class BundleSpec:
     name: str
     kind: BundleKind = BundleKind.GENERATOR
     base: str | None = None
+    pretrained_key: str = "pretrained_path"
     network_keys: tuple[str, ...] = ("network_def",)
     description: str = ""
 
@@ -76,6 +79,7 @@ REGISTRY: dict[str, BundleSpec] = {
         BundleSpec("seg_guided_diffusion", description="segmentation-guided diffusion (Konz et al., 2402.05210)"),
         BundleSpec(
             "siamese_diffusion",
+            pretrained_key="pretrained_unet",
             network_keys=("unet_def",),
             description="Siamese-Diffusion with noise consistency (Qiu et al., 2505.06068)",
         ),

@@ -158,8 +158,14 @@ class EvaluationConfig:
         gen_train_configs: generator training config files.
         gen_infer_configs: generator sampling config files.
         gen_iterations: generator training iterations per regime and seed (None: the config's).
-        finetune_iterations: iterations of generators that fine-tune a base generator (MedDiff-FT; None: the
-            config's). The base generator is trained first on the same N pairs, with ``gen_iterations``.
+        finetune_iterations: iterations of generators that fine-tune a base generator (MedDiff-FT, and the
+            ``warm_starts``; None: the config's). The base generator is trained first on the same N pairs, with
+            ``gen_iterations``.
+        warm_starts: generators that start from another generator of the same regime and draw instead of from
+            scratch, ``{method: base method}`` (both in ``methods``): e.g. ``{"siamese_diffusion":
+            "seg_guided_diffusion"}``, Siamese-Diffusion's recipe (a ControlNet and the decoder trained on a
+            pretrained UNet) with a UNet trained on the same N pairs. The base's weights go to the method's
+            ``BundleSpec.pretrained_key``; MedDiff-FT's base is its bundle's own.
         gen_overrides: further generator training overrides.
         gen_infer_overrides: further generator sampling overrides (``num_inference_steps``...).
         method_overrides: per generator bundle, overrides of its training and sampling on top of the above (the
@@ -211,6 +217,7 @@ class EvaluationConfig:
     gen_infer_configs: list[str] = field(default_factory=lambda: ["inference.json", "demo.json"])
     gen_iterations: int | None = 300
     finetune_iterations: int | None = None
+    warm_starts: dict[str, str] = field(default_factory=dict)
     gen_overrides: dict[str, Any] = field(default_factory=dict)
     gen_infer_overrides: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)

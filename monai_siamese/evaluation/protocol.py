@@ -30,11 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_siamese.bundles import base_of, bundles_dir, check_bundle, discover_generators, read_config
+from monai_siamese.bundles import base_of, bundles_dir, check_bundle, discover_generators, read_config, spec
 from monai_siamese.evaluation.config import (
     DATALIST_SOURCE,
     REAL_ARM,
     Arm,
+    ConfigError,
     EvaluationConfig,
     Selection,
     draw_seeds,
@@ -74,9 +75,23 @@ def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
     if not methods:
         raise ValueError(f"no generator bundle found in {values['bundles_dir']}")
     values["methods"] = list(methods)
+    for method, base in cfg.warm_starts.items():
+        if method not in methods or base not in methods or method == base or base_of(method) is not None or (
+            base_generator(cfg, base) is not None
+        ):
+            raise ConfigError(
+                f"warm_starts {method!r} <- {base!r}: both must be evaluated methods ({', '.join(methods)}), the base "
+                "one trained from scratch, the other without a base of its own (MedDiff-FT fine-tunes seg-guided)"
+            )
     if cfg.class_names is None:
         values["class_names"] = class_names_from_datalist(values["datalist"], cfg.num_classes)
     return cfg.update(values)
+
+
+def base_generator(cfg: EvaluationConfig, method: str) -> str | None:
+    """The generator ``method`` starts from in the evaluation (a warm start of ``cfg``, or its bundle's base), or
+    None (trained from scratch)."""
+    return cfg.warm_starts.get(method) or base_of(method)
 
 
 def class_names_from_datalist(datalist: str | os.PathLike, num_classes: int) -> list[str]:
@@ -220,14 +235,14 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
 
     for stage in (False, True):
         tasks = []
-        for method in [m for m in cfg.methods if (base_of(m) is not None) == stage]:
+        for method in [m for m in cfg.methods if (base_generator(cfg, m) is not None) == stage]:
             for n, d in draws:
                 over = {**cfg.gen_overrides, **cfg.method_overrides.get(method, {}), **data_over}
-                if stage:  # fine-tuning: the base model of the same draw, every pair of the regime
-                    over.update(
-                        pretrained_path=str(gen_dir(base_of(method), n, d) / "models" / "model.safetensors"),
-                        num_real_pairs=None,
-                    )
+                if stage:  # fine-tuning / warm start: the base model of the same draw
+                    weights = gen_dir(base_generator(cfg, method), n, d) / "models" / "model.safetensors"
+                    over[spec(method).pretrained_key] = str(weights)
+                if base_of(method) is not None:  # MedDiff-FT: every pair of the regime
+                    over["num_real_pairs"] = None
                 iterations = cfg.finetune_iterations if stage else cfg.gen_iterations
                 tasks.append(
                     Task(
@@ -278,13 +293,15 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     _log(f"{len(tasks)} synthetic sets")
     tasks_of(tasks)
     cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
+    size = _generator_size(cfg)
     cached_step(
         judge_dir / "real_vs_real",
         lambda: real_reference(
-            load_segmenter(judge_model, device=cfg.device), test, pool, _generator_size(cfg), cfg.class_names,
+            load_segmenter(judge_model, device=cfg.device), test, pool, size, cfg.class_names,
             cfg.kid_subsets, _inception(cfg),
         ),
         _log,
+        valid=lambda r: list(r.get("image_size", [])) == list(size),  # the reference at the generated size
     )
 
     # 5. selections of the non-regime sets, scored by the draw's real-only segmenter

@@ -34,7 +34,10 @@ RESULT_FILE = "result.json"
 
 
 def cached_step(
-    folder: str | os.PathLike, fn: Callable[[], Mapping[str, Any]], log: Callable[[str], None] = print
+    folder: str | os.PathLike,
+    fn: Callable[[], Mapping[str, Any]],
+    log: Callable[[str], None] = print,
+    valid: Callable[[dict], bool] | None = None,
 ) -> dict:
     """Return ``folder/result.json`` when it exists, else run ``fn``, add its wall time and write the result.
 
@@ -42,11 +45,15 @@ def cached_step(
         folder: the step's folder.
         fn: the step; returns a JSON-able mapping.
         log: progress printer.
+        valid: whether a stored result still answers the step's settings (False: it is redone and replaced).
     """
     path = Path(folder) / RESULT_FILE
     if path.is_file():
-        log(f"done already: {folder}")
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if valid is None or valid(cached):
+            log(f"done already: {folder}")
+            return cached
+        log(f"stored result made with other settings, redoing: {folder}")
     Path(folder).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     result = dict(fn())
@@ -198,7 +205,7 @@ def train_generator(
         over["num_iterations"] = int(iterations)
     run_bundle(bundle, list(configs), "run", "train", over)
     done = trained_iterations(folder / "models" / "checkpoint_final.pt")
-    expected = iterations if iterations is not None else read_config(bundle, configs).get("num_iterations")
+    expected = over.get("num_iterations", read_config(bundle, configs).get("num_iterations"))
     if done is not None and isinstance(expected, int) and done < expected:
         raise RuntimeError(
             f"{bundle}: the generator trained {done} of {expected} iterations (its data loader ran out of batches: "

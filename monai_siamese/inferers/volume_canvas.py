@@ -12,7 +12,6 @@ slice-consistent volumes like the other generators.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 

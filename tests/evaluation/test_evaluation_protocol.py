@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import BUNDLES, REPO, write_nifti
 
-from monai_siamese.bundles import GENERATORS, check_bundle, discover_generators
+from monai_siamese.bundles import GENERATORS, check_bundle, discover_generators, spec
 from monai_siamese.data import load_datalist
 from monai_siamese.evaluation import (
     Arm,
@@ -26,6 +26,9 @@ from monai_siamese.evaluation import (
     source_tag,
     synthetic_arms,
 )
+from monai_siamese.evaluation.config import ConfigError
+from monai_siamese.evaluation.protocol import base_generator, resolve_config
+from monai_siamese.evaluation.steps import cached_step
 from monai_siamese.evaluation.report import ci95
 
 
@@ -124,10 +127,45 @@ def test_presets_and_helpers():
     assert (round(m, 6), round(s, 6), n) == (0.6, round(float(np.std([0.5, 0.7], ddof=1)), 6), 2)
 
 
+def test_cached_step_redoes_a_result_made_with_other_settings(tmp_path):
+    calls = []
+
+    def step(size):
+        calls.append(size)
+        return {"image_size": [size, size]}
+
+    same = lambda r: r["image_size"] == [64, 64]  # noqa: E731
+    assert cached_step(tmp_path / "s", lambda: step(64), log=lambda m: None, valid=same)["image_size"] == [64, 64]
+    assert cached_step(tmp_path / "s", lambda: step(64), log=lambda m: None, valid=same)["image_size"] == [64, 64]
+    assert calls == [64]  # stored and valid: not redone
+    other = lambda r: r["image_size"] == [128, 128]  # noqa: E731
+    assert cached_step(tmp_path / "s", lambda: step(128), log=lambda m: None, valid=other)["image_size"] == [128, 128]
+    assert calls == [64, 128] and json.loads((tmp_path / "s" / "result.json").read_text())["image_size"] == [128, 128]
+
+
+def test_warm_starts_must_name_evaluated_generators_trained_from_scratch(demo_dir):
+    cfg = preset_config("micro").update({"methods": ["seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"]})
+    ok = resolve_config(cfg.update({"warm_starts": {"siamese_diffusion": "seg_guided_diffusion"}}))
+    assert base_generator(ok, "siamese_diffusion") == "seg_guided_diffusion"
+    assert base_generator(ok, "meddiff_ft") == "seg_guided_diffusion"  # its bundle's own base
+    assert base_generator(ok, "seg_guided_diffusion") is None
+    assert spec("siamese_diffusion").pretrained_key == "pretrained_unet" and spec("meddiff_ft").pretrained_key == (
+        "pretrained_path"
+    )
+    for bad in (
+        {"siamese_diffusion": "unknown_generator"},  # not evaluated
+        {"siamese_diffusion": "siamese_diffusion"},  # itself
+        {"siamese_diffusion": "meddiff_ft"},  # a base that is itself fine-tuned
+        {"meddiff_ft": "siamese_diffusion"},  # a method with a base of its own
+    ):
+        with pytest.raises(ConfigError, match="warm_starts '(siamese_diffusion|meddiff_ft)'"):
+            resolve_config(cfg.update({"warm_starts": bad}))
+
+
 def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir):
     out = tmp_path / "eval"
     cmd = [sys.executable, "-m", "monai_siamese", "evaluate", "--preset", "micro", "--synthetic_until", "0.5"]
-    cmd += ["--out", str(out)]
+    cmd += ["--out", str(out), "--set", 'warm_starts={"siamese_diffusion": "seg_guided_diffusion"}']
     env = {**os.environ, "MONAI_SIAMESE_BUNDLES": str(BUNDLES), "PYTHONPATH": str(REPO)}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -150,6 +188,14 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     mft = json.loads((gdir / "meddiff_ft" / "N004_d0" / "train" / "result.json").read_text())
     assert Path(mft["overrides"]["pretrained_path"]).parent == gdir / "seg_guided_diffusion" / "N004_d0" / "models"
     assert mft["overrides"]["datalist"] == gen_datalist_path(out) and mft["iterations"] == 2
+    assert "num_real_pairs" in mft["overrides"] and mft["overrides"]["num_real_pairs"] is None
+    # a warm start: Siamese-Diffusion trains its ControlNet and decoder on the same draw's seg-guided UNet
+    sia = json.loads((gdir / "siamese_diffusion" / "N004_d0" / "train" / "result.json").read_text())
+    assert Path(sia["overrides"]["pretrained_unet"]) == gdir / "seg_guided_diffusion" / "N004_d0" / "models" / (
+        "model.safetensors"
+    )
+    assert sia["iterations"] == 2 and "num_real_pairs" not in sia["overrides"]
+    assert "UNet initialised from" in r.stdout + r.stderr
     mft_sample = json.loads(
         (gdir / "meddiff_ft" / "N004_d0" / "sets" / "augmented" / "sample" / "result.json").read_text()
     )

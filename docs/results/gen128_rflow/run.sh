@@ -7,7 +7,7 @@ set -e
 cd "$(dirname "$0")/../../.."
 A=/work/runs/sp/g128all
 for n in 8 4; do
-  D=/work/runs/sp/g128rf$([ $n = 4 ] && echo 4)
+  D=/work/runs/sp/g128rf$(if [ $n = 4 ]; then echo 4; fi)
   mkdir -p $D/runs/real $D/draws && cp -a $A/judge $D/ && cp -a $A/draws/N00${n}_d0 $A/draws/N00${n}_d1 $D/draws/
   cp -a $A/runs/real/N00${n}_* $D/runs/real/
   grep -rlI "$A/" $D | xargs -r sed -i "s#$A/#$D/#g"

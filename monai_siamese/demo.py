@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_siamese.bundles import base_of, bundle_path, folder_overrides, run_bundle
+from monai_siamese.bundles import base_of, bundle_path, folder_overrides, run_bundle, spec
 
 __all__ = ["run_demo", "run_volume_demo", "class_intensity_means"]
 
@@ -121,7 +121,7 @@ def run_demo(
         if not weights.is_file():
             print(f"[demo] {method} fine-tunes a {base} model: training it first", flush=True)
             run_bundle(base, ["train.json", "demo.json"], "run", "train", {**common, **folder_overrides(out / "base")})
-        train_over["pretrained_path"] = str(weights)
+        train_over[spec(method).pretrained_key] = str(weights)
     run_bundle(bundle, ["train.json", "demo.json"], "run", "train", train_over)
     t_train = time.time()
     print(f"[demo] training done ({t_train - t_data:.0f}s), sample grids in {out / 'samples'}", flush=True)
@@ -203,7 +203,7 @@ def run_volume_demo(
     base = base_of(method)
     if base is not None:
         run_bundle(base, ["train.json", *configs], "run", "train", {**common, **folder_overrides(out / "base")})
-        over["pretrained_path"] = str(out / "base" / "models" / "model.safetensors")
+        over[spec(method).pretrained_key] = str(out / "base" / "models" / "model.safetensors")
     run_bundle(method, ["train.json", *configs], "run", "train", over)
     t_train = time.time()
     canvases = [entry["image"]] if base is not None else None  # a fine-tuner inpaints into the real image

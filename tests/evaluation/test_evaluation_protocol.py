@@ -28,8 +28,8 @@ from monai_siamese.evaluation import (
 )
 from monai_siamese.evaluation.config import ConfigError
 from monai_siamese.evaluation.protocol import base_generator, resolve_config
-from monai_siamese.evaluation.steps import cached_step
 from monai_siamese.evaluation.report import ci95
+from monai_siamese.evaluation.steps import cached_step
 
 
 def test_slice_draws_are_fixed_by_seed_and_hold_only_the_drawn_pairs(tmp_path, demo_dir):

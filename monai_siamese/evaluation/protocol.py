@@ -46,21 +46,14 @@ from monai_siamese.evaluation.config import (
     training_seeds,
 )
 from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
-from monai_siamese.evaluation.scoring import real_reference, score_segmentation, select_pairs, synthetic_quality
-from monai_siamese.evaluation.steps import (
-    cached_step,
-    draw_regime,
-    sample_generator,
-    train_generator,
-    train_segmentation,
-)
+from monai_siamese.evaluation.scoring import real_reference, select_pairs
+from monai_siamese.evaluation.steps import cached_step, draw_regime
+from monai_siamese.evaluation.tasks import log_progress as _log
 from monai_siamese.utils import atomic_write_json, versions
 
 __all__ = ["run_evaluation", "resolve_config", "class_names_from_datalist"]
 
-
-def _log(msg: str) -> None:
-    print(f"[evaluate] {time.strftime('%H:%M:%S')} {msg}", flush=True)
+TASKS = "monai_siamese.evaluation.tasks"  # the module of the tasks run in worker processes
 
 
 def resolve_config(cfg: EvaluationConfig) -> EvaluationConfig:
@@ -183,17 +176,17 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                     d,
                     folder,
                     cfg.num_classes,
-                    slice_axis=int(seg_over.get("slice_axis", 2)),
-                    label_mapping=seg_over.get("label_mapping"),
-                    label_threshold=seg_over.get("label_threshold"),
+                    **_slicing(seg_over),
                 ),
                 _log,
+                settings={"pool": pool, "n": n, "d": d, "num_classes": cfg.num_classes, **_slicing(seg_over)},
+                outputs=[folder / "slices"],
             )
     runs = [(n, d, seed) for (n, d) in draws for seed in training_seeds(cfg, d)]
 
-    def seg_task(arm: str, n: int, d: int, seed: int, synthetic: str | None = None) -> Task:
+    def seg_task(arm: str, n: int, d: int, seed: int, synthetic: str | None = None, made_by: Any = None) -> Task:
         return Task(
-            f"{__name__}:segmentation_run",
+            f"{TASKS}:segmentation_run",
             {
                 **seg_run,
                 "folder": str(out / "runs" / arm / run_tag(n, d, seed)),
@@ -202,6 +195,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 "synthetic_datalist": synthetic,
                 "synthetic_ratio": cfg.synthetic_ratio if synthetic else 0.0,
                 "synthetic_until": cfg.synthetic_until if synthetic else 1.0,
+                "after": [str(out / "draws" / draw_tag(n, d)), *([str(made_by)] if made_by else [])],
             },
             f"segmentation {arm} {run_tag(n, d, seed)}",
         )
@@ -209,7 +203,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     # 2. the judge (whole real pool) and the real-only arms; a draw's real-only segmenter (seed = draw's first) also
     # scores its generators' pairs (MedDiff-FT's filter, the selections): no generator sees more real data
     judge_task = Task(
-        f"{__name__}:segmentation_run",
+        f"{TASKS}:segmentation_run",
         {
             **seg_run,
             "folder": str(judge_dir),
@@ -246,7 +240,7 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                 iterations = cfg.finetune_iterations if stage else cfg.gen_iterations
                 tasks.append(
                     Task(
-                        f"{__name__}:generator_run",
+                        f"{TASKS}:generator_run",
                         {
                             "folder": str(gen_dir(method, n, d)),
                             "bundle": str(bundles / method),
@@ -255,6 +249,10 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                             "seed": d,
                             "iterations": iterations,
                             "overrides": over,
+                            "after": [
+                                str(out / "draws" / draw_tag(n, d)),
+                                *([str(gen_dir(base_generator(cfg, method), n, d) / "train")] if stage else []),
+                            ],
                         },
                         f"generator {method} {draw_tag(n, d)}",
                     )
@@ -263,16 +261,17 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
         tasks_of(tasks)
 
     # 4. one synthetic set per generator and mask source (new masks from the draw's N masks only), judged
-    tasks, sets = [], {}
+    tasks, sets, made_by = [], {}, {}
     for n, d in draws:
         for method in cfg.methods:
             for source in cfg.mask_sources:
                 folder = gen_dir(method, n, d) / "sets" / source_tag(source)
                 sets[(n, d, Arm(method, source).set_name)] = str(folder / "synthetic" / "datalist.json")
+                made_by[(n, d, Arm(method, source).set_name)] = folder / "sample"
                 kw = _sampling_arguments(cfg, method, source, draws[(n, d)]["datalist"], n, real_dir[(n, d)], data_over)
                 tasks.append(
                     Task(
-                        f"{__name__}:sampling_run",
+                        f"{TASKS}:sampling_run",
                         {
                             "folder": str(folder),
                             "bundle": str(bundles / method),
@@ -286,13 +285,16 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                             "kid_subsets": cfg.kid_subsets,
                             "inception_weights": cfg.inception_weights,
                             "device": cfg.device,
+                            "after": [  # the generator; the real-only segmenter of a quality filter
+                                str(gen_dir(method, n, d) / "train"),
+                                *([str(real_dir[(n, d)] / "train")] if "segmenter_path" in kw["overrides"] else []),
+                            ],
                         },
                         f"sampling {method} on {source} masks {draw_tag(n, d)}",
                     )
                 )
     _log(f"{len(tasks)} synthetic sets")
     tasks_of(tasks)
-    cached_step(judge_dir / "test", lambda: score_segmentation(judge_model, test, cfg.class_names, cfg.device), _log)
     size = _generator_size(cfg)
     cached_step(
         judge_dir / "real_vs_real",
@@ -302,6 +304,8 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
         ),
         _log,
         valid=lambda r: list(r.get("image_size", [])) == list(size),  # the reference at the generated size
+        settings={"test": test, "pool": pool, "size": size, "kid": cfg.kid_subsets, "inception": cfg.inception_weights},
+        after=[judge_dir / "train"],
     )
 
     # 5. selections of the non-regime sets, scored by the draw's real-only segmenter
@@ -321,12 +325,14 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
                     cfg.device,
                 ),
                 _log,
+                settings={"mode": arm.selection, "dice": cfg.selection_dice, "fraction": cfg.selection_fraction},
+                after=[made_by[(n, d, arm.set_name)], real_dir[(n, d)] / "train"],
             )
-            sets[(n, d, arm.name)] = res["datalist"]
+            sets[(n, d, arm.name)], made_by[(n, d, arm.name)] = res["datalist"], folder
 
     # 6. every synthetic arm: same slices, same seeds, same budget as the real-only arm
     tasks = [
-        seg_task(arm.name, n, d, seed, sets.get((n, d, arm.name), sets[(n, d, arm.set_name)]))
+        seg_task(arm.name, n, d, seed, sets[(n, d, arm.name)], made_by[(n, d, arm.name)])
         for n, d, seed in runs
         for arm in arms
     ]
@@ -338,95 +344,13 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
     return {"report": report, "results": results}
 
 
-def segmentation_run(
-    folder: str,
-    bundle: str,
-    configs: list[str],
-    datalist: str,
-    seed: int,
-    test: list[dict],
-    class_names: list[str],
-    common: dict[str, Any],
-    synthetic_datalist: str | None = None,
-    synthetic_ratio: float = 0.0,
-    val_split: str = "validation",
-    dataset_dir: str | None = None,
-    device: str | None = None,
-    synthetic_until: float = 1.0,
-) -> dict:
-    """A segmentation arm (a :func:`~monai_siamese.evaluation.runner.run_tasks` task): train, score on test (cached)."""
-    folder = Path(folder)
-    cached_step(
-        folder / "train",
-        lambda: train_segmentation(
-            bundle,
-            configs,
-            datalist,
-            folder,
-            seed,
-            synthetic_datalist=synthetic_datalist,
-            synthetic_ratio=synthetic_ratio,
-            synthetic_until=synthetic_until,
-            val_split=val_split,
-            dataset_dir=dataset_dir,
-            **common,
-        ),
-        _log,
-    )
-    return cached_step(
-        folder / "test",
-        lambda: score_segmentation(folder / "models" / "model_final.pt", test, class_names, device),
-        _log,
-    )
-
-
-def generator_run(
-    folder: str,
-    bundle: str,
-    configs: list[str],
-    datalist: str,
-    seed: int,
-    iterations: int | None,
-    overrides: dict[str, Any],
-) -> dict:
-    """A generator training (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`), cached."""
-    return cached_step(
-        Path(folder) / "train",
-        lambda: train_generator(bundle, configs, datalist, folder, seed, iterations, overrides),
-        _log,
-    )
-
-
-def sampling_run(
-    folder: str,
-    bundle: str,
-    configs: list[str],
-    ckpt_dir: str,
-    seed: int,
-    sampling: dict[str, Any],
-    judge: str,
-    pool: list[dict],
-    class_names: list[str],
-    kid_subsets: int,
-    inception_weights: str | None = None,
-    device: str | None = None,
-) -> dict:
-    """One synthetic set (a task of :func:`~monai_siamese.evaluation.runner.run_tasks`): sample (cached), then its
-    faithfulness / fidelity / diversity under the judge (cached)."""
-    from monai_siamese.quality import InceptionFeatures, load_segmenter
-
-    folder = Path(folder)
-    synth = cached_step(
-        folder / "sample", lambda: sample_generator(bundle, configs, ckpt_dir, folder, seed, **sampling), _log
-    )
-    inception = InceptionFeatures(inception_weights, device=device or "cpu") if inception_weights else None
-    return cached_step(
-        folder / "quality",
-        lambda: synthetic_quality(
-            load_segmenter(judge, device=device), synth["datalist"], pool, class_names, kid_subsets, inception, seed
-        ),
-        _log,
-    )
+def _slicing(seg_over: dict[str, Any]) -> dict[str, Any]:
+    """The segmentation overrides a slice draw depends on."""
+    return {
+        "slice_axis": int(seg_over.get("slice_axis", 2)),
+        "label_mapping": seg_over.get("label_mapping"),
+        "label_threshold": seg_over.get("label_threshold"),
+    }
 
 
 def _inception(cfg: EvaluationConfig) -> Any:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from monai_siamese.utils import atomic_write_json
 __all__ = [
     "RESULT_FILE",
     "cached_step",
+    "step_key",
+    "run_id",
     "draw_regime",
     "train_generator",
     "sample_generator",
@@ -31,6 +35,7 @@ __all__ = [
 ]
 
 RESULT_FILE = "result.json"
+STEP_FILE = "step.json"  # a step's settings, written before it runs
 
 
 def cached_step(
@@ -38,29 +43,92 @@ def cached_step(
     fn: Callable[[], Mapping[str, Any]],
     log: Callable[[str], None] = print,
     valid: Callable[[dict], bool] | None = None,
+    settings: Any = None,
+    after: Sequence[str | os.PathLike] = (),
+    outputs: Sequence[str | os.PathLike] = (),
 ) -> dict:
-    """Return ``folder/result.json`` when it exists, else run ``fn``, add its wall time and write the result.
+    """Return ``folder/result.json`` when it exists and answers the step as asked now, else run ``fn``, add its wall
+    time and write the result.
+
+    A step is asked the same when its ``settings`` and the runs of the steps it reads (``after``) are those its
+    stored result was made with. Otherwise the stored result is removed, and so are the step's ``outputs``, so that
+    the step does not resume from work done with other settings (a bundle resumes from its checkpoints, a sampler
+    keeps the pairs it finds); the same holds for an interrupted run: the settings are written to
+    ``folder/step.json`` before the step starts. Results stored before settings were recorded are kept.
 
     Args:
         folder: the step's folder.
         fn: the step; returns a JSON-able mapping.
         log: progress printer.
         valid: whether a stored result still answers the step's settings (False: it is redone and replaced).
+        settings: what the step's result depends on (JSON-able). Paths inside the evaluation folder (the nearest
+            folder above with a ``config.json``) are compared relative to it, so a whole evaluation folder can be
+            copied or moved and resumed; other paths as they are.
+        after: the folders of the steps whose results or files this step reads: a result made from another run of
+            one of them (its ``run_id``) is redone.
+        outputs: the files and folders the step writes besides its result.
     """
-    path = Path(folder) / RESULT_FILE
+    folder = Path(folder)
+    path = folder / RESULT_FILE
+    key = step_key(folder, settings, after)
     if path.is_file():
         cached = json.loads(path.read_text())
-        if valid is None or valid(cached):
+        if (key is None or cached.get("key", key) == key) and (valid is None or valid(cached)):
             log(f"done already: {folder}")
             return cached
-        log(f"stored result made with other settings, redoing: {folder}")
-    Path(folder).mkdir(parents=True, exist_ok=True)
+        log(f"stored result made with other settings or inputs, redoing: {folder}")
+        stale = True
+    else:
+        started = folder / STEP_FILE
+        stale = key is not None and started.is_file() and json.loads(started.read_text()) != key
+        if stale:
+            log(f"interrupted run of other settings or inputs, starting again: {folder}")
+    if stale:
+        for item in [path, *outputs]:
+            item = Path(item)
+            if item.is_dir():
+                shutil.rmtree(item)
+            elif item.exists():
+                item.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    if key is not None:
+        atomic_write_json(folder / STEP_FILE, key)
     t0 = time.time()
     result = dict(fn())
     result["seconds"] = round(time.time() - t0, 1)
+    if key is not None:
+        result["key"] = key
+    result["run_id"] = uuid.uuid4().hex
     atomic_write_json(path, result)
     log(f"finished in {result['seconds']:.0f}s: {folder}")
     return result
+
+
+def step_key(folder: str | os.PathLike, settings: Any = None, after: Sequence[str | os.PathLike] = ()) -> dict | None:
+    """What a step's result answers (see :func:`cached_step`): its settings as JSON, paths inside the evaluation
+    folder relative to it, and the ``run_id`` of each step in ``after`` (None for a result stored before run ids
+    were)."""
+    if settings is None and not after:
+        return None
+    folder = Path(folder).absolute()
+    root = next((p for p in [folder, *folder.parents] if (p / "config.json").is_file()), folder.parent)
+    return {"settings": _relative(_plain(settings), root), "after": [run_id(f) for f in after]}
+
+
+def run_id(folder: str | os.PathLike) -> str | None:
+    """The ``run_id`` of the result stored in a step's folder (None: no result, or one without a run id)."""
+    path = Path(folder) / RESULT_FILE
+    return json.loads(path.read_text()).get("run_id") if path.is_file() else None
+
+
+def _relative(value: Any, root: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).is_relative_to(root):
+        return Path(value).relative_to(root).as_posix()
+    return value
 
 
 def divisor_at_most(n: int, limit: int = 100) -> int:

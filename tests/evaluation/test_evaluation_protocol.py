@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,61 @@ def test_cached_step_redoes_a_result_made_with_other_settings(tmp_path):
     assert calls == [64, 128] and json.loads((tmp_path / "s" / "result.json").read_text())["image_size"] == [128, 128]
 
 
+def test_cached_step_keys_results_by_settings_and_inputs_and_clears_stale_outputs(tmp_path):
+    calls, quiet = [], (lambda m: None)
+
+    def train(folder, lr):  # a step that resumes from what it finds in its outputs, as a bundle does
+        ckpt = folder / "models" / "ckpt.txt"
+        found = ckpt.read_text() if ckpt.is_file() else None
+        calls.append((lr, found))
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text(f"lr={lr}")
+        return {"lr": lr, "resumed_from": found}
+
+    def step(root, lr, after=()):
+        return cached_step(
+            root / "train", lambda: train(root, lr), quiet, settings={"lr": lr, "data": str(root / "data.json"),
+                                                                  "pool": str(tmp_path / "pool.json")},
+            after=after, outputs=[root / "models"],
+        )
+
+    root = tmp_path / "eval"
+    first = step(root, 0.1)
+    assert first["resumed_from"] is None and first["run_id"] and first["key"]["settings"]["data"] == "data.json"
+    assert first["key"]["settings"]["pool"] == str(tmp_path / "pool.json")  # outside the evaluation: as it is
+    assert step(root, 0.1) == first and len(calls) == 1  # same settings: kept
+    # other settings: redone from scratch (the checkpoint of the other settings is removed first, not resumed)
+    second = step(root, 0.2)
+    assert second["lr"] == 0.2 and second["resumed_from"] is None and second["run_id"] != first["run_id"]
+    # an interrupted run resumes from its outputs with its own settings, starts again with other ones
+    os.remove(root / "train" / "result.json")
+    assert step(root, 0.2)["resumed_from"] == "lr=0.2"
+    os.remove(root / "train" / "result.json")
+    assert step(root, 0.3)["resumed_from"] is None
+    # a step made from another run of a step it reads is redone; kept while that run stands
+    def down():
+        return cached_step(root / "score", lambda: {"n": len(calls)}, quiet, settings={}, after=[root / "train"])
+
+    score = down()
+    assert down() == score
+    step(root, 0.4)
+    assert down()["n"] == score["n"] + 1
+    # a whole evaluation folder copied elsewhere resumes (paths inside it compared relative to it)
+    (root / "config.json").write_text("{}")
+    copy = tmp_path / "deeper" / "copy"
+    shutil.copytree(root, copy)
+    for f in copy.rglob("*.json"):
+        f.write_text(f.read_text().replace(str(root), str(copy)))
+    n = len(calls)
+    assert step(copy, 0.4)["run_id"] == json.loads((root / "train" / "result.json").read_text())["run_id"]
+    assert len(calls) == n
+    # a result stored before settings were recorded is kept
+    old = tmp_path / "old"
+    (old / "train").mkdir(parents=True)
+    (old / "train" / "result.json").write_text(json.dumps({"lr": 0.9}))
+    assert step(old, 0.1) == {"lr": 0.9} and len(calls) == n
+
+
 def test_warm_starts_must_name_evaluated_generators_trained_from_scratch(demo_dir):
     cfg = preset_config("micro").update({"methods": ["seg_guided_diffusion", "siamese_diffusion", "meddiff_ft"]})
     ok = resolve_config(cfg.update({"warm_starts": {"siamese_diffusion": "seg_guided_diffusion"}}))
@@ -241,6 +297,17 @@ def test_evaluate_command_micro_preset_end_to_end_and_resume(tmp_path, demo_dir)
     assert r.stdout.count("finished in") == 1 and r.stdout.count("done already") >= 2 * len(arms)
     assert (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns == before
     assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]
+    # resumed with other settings: the runs made with the old ones are redone, nothing else
+    gen_before = (gdir / "seg_guided_diffusion" / "N004_d0" / "train" / "result.json").read_text()
+    r = subprocess.run([c for c in cmd if c not in ("--synthetic_until", "0.5")], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    mixed = len(arms) - 1
+    assert r.stdout.count("made with other settings or inputs, redoing") == 2 * mixed  # train + test of each
+    assert (out / "runs" / "real" / "N004_d0_s0" / "test" / "result.json").stat().st_mtime_ns == before
+    assert (gdir / "seg_guided_diffusion" / "N004_d0" / "train" / "result.json").read_text() == gen_before
+    again = json.loads((out / "runs" / arms[1] / "N004_d0_s0" / "train" / "result.json").read_text())
+    assert "synthetic_until" not in again["overrides"] and again["key"]["settings"]["synthetic_until"] == 1.0
 
 
 def gen_datalist_path(out: Path) -> str:

@@ -97,7 +97,11 @@ def generator_run(
         lambda: train_generator(bundle, configs, datalist, folder, seed, iterations, overrides),
         log_progress,
         settings={
-            "configs": configs, "datalist": datalist, "seed": seed, "iterations": iterations, "overrides": overrides
+            "configs": configs,
+            "datalist": datalist,
+            "seed": seed,
+            "iterations": iterations,
+            "overrides": overrides,
         },
         after=list(after or []),
         outputs=[Path(folder) / name for name in ("models", "logs", "samples")],

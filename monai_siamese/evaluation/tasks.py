@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monai_siamese.bundles import read_config
 from monai_siamese.evaluation.scoring import score_segmentation, synthetic_quality
 from monai_siamese.evaluation.steps import cached_step, sample_generator, train_generator, train_segmentation
 
-__all__ = ["log_progress", "segmentation_run", "generator_run", "sampling_run"]
+__all__ = ["log_progress", "segmentation_run", "generator_run", "training_overrides", "sampling_run"]
 
 
 def log_progress(msg: str) -> None:
@@ -101,11 +102,19 @@ def generator_run(
             "datalist": datalist,
             "seed": seed,
             "iterations": iterations,
-            "overrides": overrides,
+            "overrides": training_overrides(bundle, configs, overrides),
         },
         after=list(after or []),
         outputs=[Path(folder) / name for name in ("models", "logs", "samples")],
     )
+
+
+def training_overrides(bundle: str, configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides a generator's training can read: those whose key (its part before the first ``#``) its
+    training config has. The evaluation's per-method overrides also carry sampling settings (``guidance_scale``,
+    ``sampler``), which make no other training: a change of those alone does not retrain the generator."""
+    config = read_config(bundle, configs).get()
+    return {k: v for k, v in overrides.items() if str(k).split("#")[0] in config}
 
 
 def sampling_run(

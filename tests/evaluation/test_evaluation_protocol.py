@@ -31,6 +31,7 @@ from monai_siamese.evaluation.config import ConfigError
 from monai_siamese.evaluation.protocol import base_generator, resolve_config
 from monai_siamese.evaluation.report import ci95
 from monai_siamese.evaluation.steps import cached_step
+from monai_siamese.evaluation.tasks import training_overrides
 
 
 def test_slice_draws_are_fixed_by_seed_and_hold_only_the_drawn_pairs(tmp_path, demo_dir):
@@ -197,6 +198,15 @@ def test_cached_step_keys_results_by_settings_and_inputs_and_clears_stale_output
     (old / "train").mkdir(parents=True)
     (old / "train" / "result.json").write_text(json.dumps({"lr": 0.9}))
     assert step(old, 0.1) == {"lr": 0.9} and len(calls) == n
+
+
+def test_generator_training_key_leaves_out_sampling_settings():
+    bundle = str(BUNDLES / "seg_guided_diffusion")
+    over = {"guidance_scale": 1.0, "sampler": "euler", "objective": "rflow", "network_def#channels": [8, 16]}
+    assert training_overrides(bundle, ["train.json", "demo.json"], over) == {
+        "objective": "rflow",
+        "network_def#channels": [8, 16],
+    }
 
 
 def test_warm_starts_must_name_evaluated_generators_trained_from_scratch(demo_dir):

@@ -47,7 +47,7 @@ from monai_siamese.evaluation.config import (
 )
 from monai_siamese.evaluation.runner import Task, default_workers, run_tasks
 from monai_siamese.evaluation.scoring import real_reference, select_pairs
-from monai_siamese.evaluation.steps import cached_step, draw_regime
+from monai_siamese.evaluation.steps import CONFIG_FILE, cached_step, draw_regime
 from monai_siamese.evaluation.tasks import log_progress as _log
 from monai_siamese.utils import atomic_write_json, versions
 
@@ -128,10 +128,10 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
         check_bundle(bundles / m, sorted({*cfg.gen_train_configs, *cfg.gen_infer_configs}))
     command = "python -m monai_siamese " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     atomic_write_json(
-        out / "config.json",
+        out / CONFIG_FILE,
         {"command": command, "config": cfg.to_dict(), "versions": versions(), "machine": _machine()},
     )
-    _log(f"settings in {out / 'config.json'}; methods: {', '.join(cfg.methods)}")
+    _log(f"settings in {out / CONFIG_FILE}; methods: {', '.join(cfg.methods)}")
     data_over = _pool_settings(cfg)
     pool = load_datalist(cfg.datalist, cfg.pool_split, cfg.dataset_dir)
     test = load_datalist(cfg.datalist, cfg.test_split, cfg.dataset_dir)
@@ -303,7 +303,8 @@ def run_evaluation(cfg: EvaluationConfig, out: str | os.PathLike, argv: Sequence
             cfg.kid_subsets, _inception(cfg),
         ),
         _log,
-        valid=lambda r: list(r.get("image_size", [])) == list(size),  # the reference at the generated size
+        # the reference at the generated size; `valid` also for references stored before steps recorded settings
+        valid=lambda r: list(r.get("image_size", [])) == list(size),
         settings={"test": test, "pool": pool, "size": size, "kid": cfg.kid_subsets, "inception": cfg.inception_weights},
         after=[judge_dir / "train"],
     )

@@ -23,6 +23,7 @@ from monai_siamese.utils import atomic_write_json
 
 __all__ = [
     "RESULT_FILE",
+    "CONFIG_FILE",
     "cached_step",
     "step_key",
     "run_id",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"  # an evaluation's settings, in its root folder: step keys' paths are relative to that
 STEP_FILE = "step.json"  # a step's settings, written before it runs
 
 
@@ -62,7 +64,7 @@ def cached_step(
         log: progress printer.
         valid: whether a stored result still answers the step's settings (False: it is redone and replaced).
         settings: what the step's result depends on (JSON-able). Paths inside the evaluation folder (the nearest
-            folder above with a ``config.json``) are compared relative to it, so a whole evaluation folder can be
+            folder above with a :data:`CONFIG_FILE`) are compared relative to it, so a whole evaluation folder can be
             copied or moved and resumed; other paths as they are.
         after: the folders of the steps whose results or files this step reads: a result made from another run of
             one of them (its ``run_id``) is redone.
@@ -111,7 +113,7 @@ def step_key(folder: str | os.PathLike, settings: Any = None, after: Sequence[st
     if settings is None and not after:
         return None
     folder = Path(folder).absolute()
-    root = next((p for p in [folder, *folder.parents] if (p / "config.json").is_file()), folder.parent)
+    root = next((p for p in [folder, *folder.parents] if (p / CONFIG_FILE).is_file()), folder.parent)
     return {"settings": _relative(_plain(settings), root), "after": [run_id(f) for f in after]}
 
 

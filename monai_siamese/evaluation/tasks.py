@@ -41,11 +41,7 @@ def segmentation_run(
     """A segmentation arm: train (cached; ``after``: the folders of the draw and of the synthetic set's step), then
     score on test (cached)."""
     folder = Path(folder)
-    settings = {
-        "configs": configs,
-        "datalist": datalist,
-        "seed": seed,
-        "common": common,
+    arm = {
         "synthetic_datalist": synthetic_datalist,
         "synthetic_ratio": synthetic_ratio,
         "synthetic_until": synthetic_until,
@@ -54,21 +50,9 @@ def segmentation_run(
     }
     cached_step(
         folder / "train",
-        lambda: train_segmentation(
-            bundle,
-            configs,
-            datalist,
-            folder,
-            seed,
-            synthetic_datalist=synthetic_datalist,
-            synthetic_ratio=synthetic_ratio,
-            synthetic_until=synthetic_until,
-            val_split=val_split,
-            dataset_dir=dataset_dir,
-            **common,
-        ),
+        lambda: train_segmentation(bundle, configs, datalist, folder, seed, **arm, **common),
         log_progress,
-        settings=settings,
+        settings={"configs": configs, "datalist": datalist, "seed": seed, "common": common, **arm},
         after=list(after or []),
         outputs=[folder / "models", folder / "logs"],
     )

@@ -231,6 +231,7 @@ SAMPLING_OVERRIDES: dict[str, Param] = {
     "mask_boundary_pixels": _float(0.0, 100.0, help="MedDiff-FT mask generator: boundary noise"),
     "erosion_radius": _int(0, 64, scalar_or_list=True, help="MedDiff-FT: label erosion radius (per class)"),
     "erosion_against": _choice("background", "any", help="MedDiff-FT: what erosion removes pixels against"),
+    "erosion_max_fraction": _float(0.0, 1.0, help="MedDiff-FT: a class losing more than this to erosion is kept"),
     "use_quality_filter": _bool(help="MedDiff-FT: apply the quality filter"),
     "quality_dice_threshold": _float(0.0, 1.0, help="quality filter: faithfulness Dice threshold"),
     "quality_k": _int(1, 100, help="quality filter: k-th neighbour of the outlier test"),

@@ -32,6 +32,24 @@ def test_erosion_against_any_class_and_transform():
     assert int((d["label"] > 0).sum()) == 8 * 8  # 12x12 square minus 2 px all round
 
 
+def test_erosion_leaves_thin_structures_whole_under_max_fraction():
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 31.5, xx - 31.5)
+    lab = np.zeros((64, 64), np.int64)
+    lab[r < 24] = 1  # a thin outer ring (CSF around a brain), width ~2 px
+    lab[r < 22] = 2  # a thick blob inside it
+    out = erode_label(lab, 1, max_fraction=0.2)
+    assert np.array_equal(out == 1, lab == 1)  # erosion would take ~half the ring: left whole
+    assert (out == 2).sum() == (lab == 2).sum()  # the blob touches only the ring, not background
+    blob = (r < 20).astype(np.int64)  # alone, the blob touches background: 1 px trimmed (~10 %)
+    trimmed = erode_label(blob, 1, max_fraction=0.2)
+    lost = 1 - trimmed.sum() / blob.sum()
+    assert 0.05 < lost < 0.2 and (trimmed <= blob).all()
+    assert (erode_label(lab, 1) == 1).sum() < 0.6 * (lab == 1).sum()  # without the limit: ~48 % of the ring goes
+    t = ErodeLabeld("label", radius=1, max_fraction=0.2)
+    assert np.array_equal(t.apply(torch.as_tensor(lab)[None]).numpy()[0], out)
+
+
 def test_editable_region_scales_with_structure_size():
     small = np.zeros((64, 64), bool)
     small[30:34, 30:34] = True

@@ -162,3 +162,17 @@ def test_quality_filter_counts_rejections(tmp_path, demo_dir, pretrained):
     assert m["counts"]["generated_this_run"] == m["counts"]["pairs_total"] + rejected
     assert rejected > 0 and set(m["counts"]["rejected_by_reason"]) == {"intensity"}
     assert len(list((out / "rejected").glob("*.json"))) == rejected
+
+
+def test_finetuning_drops_the_condition_like_its_base():
+    """Sampling with ``guidance_scale`` > 1 needs an unconditional branch trained on the same data: MedDiff-FT's
+    fine-tuning (whose canvas channels are new) drops the condition at its base model's rate (it was 0 while the
+    evaluation presets sampled it with guidance 2: over-bright, speckled pairs)."""
+    from monai.bundle import ConfigParser
+
+    rates = {}
+    for bundle in (SGD, MFT):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / "train.json"))
+        rates[bundle.name] = parser.get_parsed_content("cond_dropout_prob")
+    assert rates["meddiff_ft"] == rates["seg_guided_diffusion"] > 0

@@ -9,6 +9,7 @@ by :func:`check_bundle`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "spec",
     "base_of",
     "config_files",
+    "bundle_version",
     "folder_overrides",
     "read_config",
     "generator_properties_path",
@@ -135,6 +137,15 @@ def config_files(bundle: str | os.PathLike, configs: Sequence[str]) -> list[str]
     if (folder / COMMON_CONFIG).is_file() and COMMON_CONFIG not in [Path(c).name for c in names]:
         names = [COMMON_CONFIG, *names]
     return [c if os.path.isabs(c) else str(folder / c) for c in names]
+
+
+def bundle_version(bundle: str | os.PathLike) -> str | None:
+    """The ``version`` of a bundle's ``configs/metadata.json`` (None without one): what changes when the bundle's
+    behaviour does (each version has its changelog entry)."""
+    meta = bundle_path(bundle) / "configs" / "metadata.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("version")
 
 
 def read_config(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, Any] | None = None) -> Any:

@@ -1,7 +1,9 @@
 """The evaluation's tasks that run in worker processes (:func:`~monai_siamese.evaluation.runner.run_tasks`): a
 segmentation run, a generator training, a synthetic set. Each is a chain of cached steps
 (:func:`~monai_siamese.evaluation.steps.cached_step`) keyed by its settings and by the runs of the steps it reads
-(``after``), so a resumed evaluation redoes a step, and everything made from it, when either changed.
+(``after``), so a resumed evaluation redoes a step, and everything made from it, when either changed. The settings
+of every training and sampling step hold its bundle's version (``configs/metadata.json``), so a step made by an
+earlier version of the bundle (other defaults, other behaviour) is redone too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monai_siamese.bundles import read_config
+from monai_siamese.bundles import bundle_version, read_config
 from monai_siamese.evaluation.scoring import score_segmentation, synthetic_quality
 from monai_siamese.evaluation.steps import cached_step, sample_generator, train_generator, train_segmentation
 
@@ -52,7 +54,14 @@ def segmentation_run(
         folder / "train",
         lambda: train_segmentation(bundle, configs, datalist, folder, seed, **arm, **common),
         log_progress,
-        settings={"configs": configs, "datalist": datalist, "seed": seed, "common": common, **arm},
+        settings={
+            "bundle": _version(bundle),
+            "configs": configs,
+            "datalist": datalist,
+            "seed": seed,
+            "common": common,
+            **arm,
+        },
         after=list(after or []),
         outputs=[folder / "models", folder / "logs"],
     )
@@ -82,6 +91,7 @@ def generator_run(
         lambda: train_generator(bundle, configs, datalist, folder, seed, iterations, overrides),
         log_progress,
         settings={
+            "bundle": _version(bundle),
             "configs": configs,
             "datalist": datalist,
             "seed": seed,
@@ -91,6 +101,10 @@ def generator_run(
         after=list(after or []),
         outputs=[Path(folder) / name for name in ("models", "logs", "samples")],
     )
+
+
+def _version(bundle: str) -> dict[str, str | None]:
+    return {"name": Path(bundle).name, "version": bundle_version(bundle)}
 
 
 def training_overrides(bundle: str, configs: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +139,7 @@ def sampling_run(
         folder / "sample",
         lambda: sample_generator(bundle, configs, ckpt_dir, folder, seed, **sampling),
         log_progress,
-        settings={"configs": configs, "ckpt_dir": ckpt_dir, "seed": seed, **sampling},
+        settings={"bundle": _version(bundle), "configs": configs, "ckpt_dir": ckpt_dir, "seed": seed, **sampling},
         after=list(after or []),
         outputs=[folder / "synthetic"],
     )

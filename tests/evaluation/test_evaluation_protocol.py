@@ -31,6 +31,7 @@ from monai_siamese.evaluation.config import ConfigError
 from monai_siamese.evaluation.protocol import base_generator, resolve_config
 from monai_siamese.evaluation.report import ci95
 from monai_siamese.evaluation.steps import cached_step
+from monai_siamese.evaluation import tasks
 from monai_siamese.evaluation.tasks import training_overrides
 
 
@@ -207,6 +208,36 @@ def test_generator_training_key_leaves_out_sampling_settings():
         "objective": "rflow",
         "network_def#channels": [8, 16],
     }
+
+
+def test_training_and_sampling_steps_are_redone_after_their_bundle_changed_version(tmp_path, monkeypatch):
+    """A step made by another version of its bundle (other defaults, e.g. MedDiff-FT 0.2.6's erosion limit) is not
+    reused: the bundle's metadata version is part of every training and sampling key."""
+    bundle = tmp_path / "seg_guided_diffusion"
+    shutil.copytree(BUNDLES / "seg_guided_diffusion" / "configs", bundle / "configs")
+    calls = []
+    monkeypatch.setattr(tasks, "train_generator", lambda *a, **k: calls.append("train") or {"trained": True})
+    monkeypatch.setattr(tasks, "sample_generator", lambda *a, **k: calls.append("sample") or {"datalist": "x"})
+    monkeypatch.setattr(tasks, "synthetic_quality", lambda *a, **k: {"faithfulness": 1.0})
+    monkeypatch.setattr("monai_siamese.quality.load_segmenter", lambda *a, **k: None)
+    folder = tmp_path / "eval" / "generators" / "g"
+
+    def run():
+        tasks.generator_run(str(folder), str(bundle), ["train.json"], "d.json", 0, 10, {})
+        judge = str(tmp_path / "judge" / "models" / "m.pt")
+        sets = str(folder / "sets" / "s")
+        models = str(folder / "models")
+        tasks.sampling_run(sets, str(bundle), ["inference.json"], models, 0, {}, judge, [], ["bg", "fg"], 1,
+                           after=[str(folder / "train")])
+
+    run()
+    run()
+    assert calls == ["train", "sample"]  # the same version: both reused
+    meta = bundle / "configs" / "metadata.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "version": "99.0.0"}))
+    run()
+    assert calls == ["train", "sample", "train", "sample"]  # a new version: retrained and resampled
+    assert tasks.bundle_version(str(bundle)) == "99.0.0" and tasks.bundle_version(str(tmp_path)) is None
 
 
 def test_warm_starts_must_name_evaluated_generators_trained_from_scratch(demo_dir):

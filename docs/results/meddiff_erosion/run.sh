@@ -7,10 +7,11 @@
 #   dropout: guard, and MedDiff-FT fine-tuned anew with the bundle's new cond_dropout_prob 0.1 (was 0: the preset
 #            samples it with guidance 2, whose unconditional branch the fine-tuning never trained)
 #   dropout_g1: the dropout run's generators (copied from it) sampled with guidance 1 instead of 2
+#   dropout_nofilter: the dropout run's generators (copied from it), guidance 2, MedDiff-FT's quality filter off
 # The ppm_all<N> evaluation of pairs_per_mask/run.sh is copied (judge, draws, real-only runs, both generators, the
 # seg-guided set and runs); MedDiff-FT's set is sampled anew (same generators, masks, seeds: the same images, since
 # erosion only changes the written labels) and its segmentation runs are trained anew, so the comparison is run by run.
-# Usage: bash docs/results/meddiff_erosion/run.sh 8 off   (N = 8 or 4; off, guard, dropout or dropout_g1)
+# Usage: bash docs/results/meddiff_erosion/run.sh 8 off   (N = 8 or 4; off, guard, dropout, dropout_g1, dropout_nofilter)
 set -e
 cd "$(dirname "$0")/../../.."
 N=${1:-8}; MODE=${2:-guard}; NN=$(printf "%03d" $N)
@@ -19,6 +20,7 @@ case $MODE in
   off) EXTRA=', "erosion_radius": 0';;
   guard|dropout) ;;
   dropout_g1) S=/work/runs/sp/md_ero_dropout_$N; G=1.0; BASE="guard + dropout, guidance 2";;
+  dropout_nofilter) S=/work/runs/sp/md_ero_dropout_$N; EXTRA=', "use_quality_filter": false'; BASE="guard + dropout, filter on";;
   *) echo "unknown mode $MODE"; exit 1;;
 esac
 if [ ! -d $D ]; then

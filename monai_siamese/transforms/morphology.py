@@ -62,6 +62,7 @@ def erode_label(
     lab = _np(label).astype(np.int64)
     out = lab.copy()
     classes = [int(c) for c in np.unique(lab) if c != 0]
+    to_background = distance_outside(lab == 0) if against == "background" else None  # the same for every class
     for c in classes:
         if isinstance(radius, Mapping):
             r = int(radius.get(c, radius.get(str(c), 0)))  # type: ignore[arg-type]
@@ -71,9 +72,9 @@ def erode_label(
             r = int(radius)
         if r <= 0:
             continue
-        other = lab == 0 if against == "background" else lab != c
         inside = lab == c
-        removed = inside & (distance_outside(other) <= r)
+        dist = to_background if to_background is not None else distance_outside(~inside)
+        removed = inside & (dist <= r)
         if removed.sum() > max_fraction * inside.sum():
             continue
         out[removed] = fill_value

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import BUNDLES
 
-from monai_siamese.bundles import run_bundle
+from monai_siamese.bundles import read_config, run_bundle
 from monai_siamese.data import load_datalist
 
 SGD = BUNDLES / "seg_guided_diffusion"
@@ -168,11 +168,5 @@ def test_finetuning_drops_the_condition_like_its_base():
     """Sampling with ``guidance_scale`` > 1 needs an unconditional branch trained on the same data: MedDiff-FT's
     fine-tuning (whose canvas channels are new) drops the condition at its base model's rate (it was 0 while the
     evaluation presets sampled it with guidance 2: over-bright, speckled pairs)."""
-    from monai.bundle import ConfigParser
-
-    rates = {}
-    for bundle in (SGD, MFT):
-        parser = ConfigParser()
-        parser.read_config(str(bundle / "configs" / "train.json"))
-        rates[bundle.name] = parser.get_parsed_content("cond_dropout_prob")
+    rates = {b.name: read_config(b, ["train.json"]).get_parsed_content("cond_dropout_prob") for b in (SGD, MFT)}
     assert rates["meddiff_ft"] == rates["seg_guided_diffusion"] > 0
